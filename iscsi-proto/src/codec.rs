@@ -1,0 +1,500 @@
+//! Framing: bytes to PDUs and back, with padding and optional CRC32C digests.
+//!
+//! The decoder is incremental: it looks at what has arrived, says how many
+//! more bytes it needs, and only then splits a whole PDU off the buffer. The
+//! data segment length a peer announces is checked against the negotiated
+//! MaxRecvDataSegmentLength before the caller is asked to buffer anything, so
+//! a peer cannot make us allocate more than we agreed to.
+
+use crate::digest;
+use crate::error::Scope;
+use crate::pdu::{BHS_LEN, Bhs, Header, Opcode, Pdu, PduError, RejectReason, field};
+use bytes::{BufMut, Bytes, BytesMut};
+
+/// The RFC 7143 default MaxRecvDataSegmentLength, which also applies to every
+/// login PDU (section 13.12).
+pub const DEFAULT_MAX_RECV_DATA_SEGMENT_LENGTH: u32 = 8192;
+
+/// The largest data segment the 24-bit length field can describe.
+pub const MAX_DATA_SEGMENT_LENGTH: u32 = (1 << 24) - 1;
+
+const DIGEST_LEN: usize = 4;
+
+/// Which side's PDUs a decoder accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// A target decodes what initiators send.
+    FromInitiator,
+    /// An initiator decodes what targets send.
+    FromTarget,
+}
+
+/// Per-connection framing settings, from the login negotiation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Framing {
+    pub header_digest: bool,
+    pub data_digest: bool,
+    /// For decoding: our MaxRecvDataSegmentLength. For encoding: the peer's.
+    pub max_data_segment_len: u32,
+}
+
+impl Default for Framing {
+    fn default() -> Self {
+        Self {
+            header_digest: false,
+            data_digest: false,
+            max_data_segment_len: DEFAULT_MAX_RECV_DATA_SEGMENT_LENGTH,
+        }
+    }
+}
+
+/// The outcome of one decoding step.
+#[derive(Debug)]
+pub enum Decoded {
+    /// A whole PDU, split off the front of the buffer.
+    Pdu(Pdu),
+    /// At least this many more bytes are needed; nothing was consumed.
+    NeedMore(usize),
+}
+
+/// Why a PDU could not be decoded.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    /// The header digest does not match. The lengths in the header cannot be
+    /// trusted, so the stream is lost (RFC 7143 7.8: discard or close).
+    #[error("header digest mismatch on {:?}", Opcode::of(bhs))]
+    HeaderDigest { bhs: Box<Bhs> },
+    /// The peer announced a data segment larger than we agreed to receive.
+    #[error(
+        "{:?} data segment of {len} bytes exceeds MaxRecvDataSegmentLength {max}",
+        Opcode::of(bhs)
+    )]
+    DataSegmentTooLong { bhs: Box<Bhs>, len: u32, max: u32 },
+    /// The data digest does not match; the PDU was consumed and dropped.
+    /// `header` tells the caller which task it belonged to.
+    #[error("data digest mismatch on {:?}", Opcode::of(bhs))]
+    DataDigest { bhs: Box<Bhs>, header: Option<Header> },
+    /// The framing was sound but the header is not acceptable; the PDU was
+    /// consumed.
+    #[error("rejected {:?}: {error}", Opcode::of(bhs))]
+    Pdu { bhs: Box<Bhs>, error: PduError },
+}
+
+impl DecodeError {
+    /// What must be abandoned: the connection when the stream is out of
+    /// sync, only the PDU otherwise.
+    #[must_use]
+    pub fn scope(&self) -> Scope {
+        match self {
+            Self::HeaderDigest { .. } | Self::DataSegmentTooLong { .. } => Scope::Connection,
+            Self::DataDigest { .. } | Self::Pdu { .. } => Scope::Pdu,
+        }
+    }
+
+    /// The offending header, which a Reject PDU carries back as its data.
+    #[must_use]
+    pub fn bhs(&self) -> &Bhs {
+        match self {
+            Self::HeaderDigest { bhs }
+            | Self::DataSegmentTooLong { bhs, .. }
+            | Self::DataDigest { bhs, .. }
+            | Self::Pdu { bhs, .. } => bhs,
+        }
+    }
+
+    /// The Reject reason a target answers with (RFC 7143 11.17.1). A header
+    /// digest error is never answered: the header cannot be trusted.
+    #[must_use]
+    pub fn reject_reason(&self) -> Option<RejectReason> {
+        match self {
+            Self::HeaderDigest { .. } => None,
+            Self::DataSegmentTooLong { .. } => Some(RejectReason::PROTOCOL_ERROR),
+            Self::DataDigest { .. } => Some(RejectReason::DATA_DIGEST_ERROR),
+            Self::Pdu { error, .. } => Some(error.reject_reason()),
+        }
+    }
+}
+
+/// Decodes one direction of a connection.
+#[derive(Debug, Clone)]
+pub struct Decoder {
+    direction: Direction,
+    framing: Framing,
+}
+
+impl Decoder {
+    /// A decoder with login-time framing: no digests, 8 KiB data segments.
+    #[must_use]
+    pub fn new(direction: Direction) -> Self {
+        Self {
+            direction,
+            framing: Framing::default(),
+        }
+    }
+
+    /// Switch to negotiated framing (after the final Login Response).
+    pub fn set_framing(&mut self, framing: Framing) {
+        self.framing = Framing {
+            max_data_segment_len: framing.max_data_segment_len.min(MAX_DATA_SEGMENT_LENGTH),
+            ..framing
+        };
+    }
+
+    /// The framing in force.
+    #[must_use]
+    pub fn framing(&self) -> Framing {
+        self.framing
+    }
+
+    /// Try to split one PDU off the front of `buf`.
+    ///
+    /// On `NeedMore(n)` nothing was consumed; the caller reads at least `n`
+    /// more bytes. `n` never exceeds one PDU within the negotiated limits.
+    pub fn decode(&self, buf: &mut BytesMut) -> Result<Decoded, DecodeError> {
+        let Some(bhs) = buf.get(..BHS_LEN) else {
+            return Ok(Decoded::NeedMore(BHS_LEN - buf.len()));
+        };
+        let mut head = [0u8; BHS_LEN];
+        head.copy_from_slice(bhs);
+
+        let ahs_len = usize::from(head[field::TOTAL_AHS_LEN]) * 4;
+        let data_len = u32::from_be_bytes([0, head[5], head[6], head[7]]);
+        if data_len > self.framing.max_data_segment_len {
+            return Err(DecodeError::DataSegmentTooLong {
+                bhs: Box::new(head),
+                len: data_len,
+                max: self.framing.max_data_segment_len,
+            });
+        }
+        let data_len = data_len as usize;
+        let header_len = BHS_LEN + ahs_len;
+        let header_end = header_len + if self.framing.header_digest { DIGEST_LEN } else { 0 };
+        let padded = data_len.next_multiple_of(4);
+        let data_digest = self.framing.data_digest && data_len > 0;
+        let total = header_end + padded + if data_digest { DIGEST_LEN } else { 0 };
+        if buf.len() < total {
+            return Ok(Decoded::NeedMore(total - buf.len()));
+        }
+
+        if self.framing.header_digest {
+            let expected = digest::crc32c(&buf[..header_len]);
+            if digest_at(buf, header_len) != expected {
+                return Err(DecodeError::HeaderDigest { bhs: Box::new(head) });
+            }
+        }
+
+        let frame = buf.split_to(total).freeze();
+        let ahs = &frame[BHS_LEN..header_len];
+        let data_end = header_end + data_len;
+        let parsed = self.parse_header(&head, ahs);
+
+        if data_digest {
+            let expected = digest::crc32c(&frame[header_end..header_end + padded]);
+            if digest_at(&frame, header_end + padded) != expected {
+                return Err(DecodeError::DataDigest {
+                    bhs: Box::new(head),
+                    header: parsed.ok(),
+                });
+            }
+        }
+        let header = parsed.map_err(|error| DecodeError::Pdu {
+            bhs: Box::new(head),
+            error,
+        })?;
+        Ok(Decoded::Pdu(Pdu {
+            header,
+            data: frame.slice(header_end..data_end),
+        }))
+    }
+
+    fn parse_header(&self, bhs: &Bhs, ahs: &[u8]) -> Result<Header, PduError> {
+        let opcode = Opcode::of(bhs);
+        let expected_side = self.direction == Direction::FromInitiator;
+        if opcode.is_initiator() != expected_side {
+            return Err(PduError::UnsupportedOpcode(opcode));
+        }
+        Header::parse(bhs, ahs)
+    }
+}
+
+fn digest_at(buf: &[u8], at: usize) -> u32 {
+    let mut wire = [0u8; DIGEST_LEN];
+    wire.copy_from_slice(&buf[at..at + DIGEST_LEN]);
+    digest::from_wire(wire)
+}
+
+/// Why a PDU could not be encoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EncodeError {
+    /// The data segment is larger than the peer's MaxRecvDataSegmentLength.
+    #[error("data segment of {len} bytes exceeds the peer's MaxRecvDataSegmentLength {max}")]
+    DataSegmentTooLong { len: usize, max: u32 },
+}
+
+/// What follows a data segment on the wire: padding and the data digest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Trailer {
+    bytes: [u8; 3 + DIGEST_LEN],
+    len: usize,
+}
+
+impl Trailer {
+    /// The trailer bytes.
+    #[must_use]
+    pub fn as_slice(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+}
+
+/// Encodes PDUs for one direction of a connection.
+#[derive(Debug, Clone, Default)]
+pub struct Encoder {
+    framing: Framing,
+}
+
+impl Encoder {
+    /// An encoder with login-time framing.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Switch to negotiated framing; `max_data_segment_len` is the peer's
+    /// MaxRecvDataSegmentLength.
+    pub fn set_framing(&mut self, framing: Framing) {
+        self.framing = Framing {
+            max_data_segment_len: framing.max_data_segment_len.min(MAX_DATA_SEGMENT_LENGTH),
+            ..framing
+        };
+    }
+
+    /// The framing in force.
+    #[must_use]
+    pub fn framing(&self) -> Framing {
+        self.framing
+    }
+
+    /// Append the whole PDU to `out` (header, data, padding, digests).
+    pub fn encode(&self, pdu: &Pdu, out: &mut BytesMut) -> Result<(), EncodeError> {
+        self.encode_header(&pdu.header, pdu.data.len(), out)?;
+        out.put_slice(&pdu.data);
+        out.put_slice(self.trailer(&pdu.data).as_slice());
+        Ok(())
+    }
+
+    /// Append the header part (BHS, AHS, header digest) for a PDU whose data
+    /// segment is `data_len` bytes long. With [`Encoder::trailer`] this lets
+    /// a caller send the data from its own buffer with a vectored write.
+    pub fn encode_header(&self, header: &Header, data_len: usize, out: &mut BytesMut) -> Result<(), EncodeError> {
+        let max = self.framing.max_data_segment_len;
+        let len = u32::try_from(data_len)
+            .ok()
+            .filter(|&l| l <= max)
+            .ok_or(EncodeError::DataSegmentTooLong { len: data_len, max })?;
+        let start = out.len();
+        let mut bhs = [0u8; BHS_LEN];
+        header.emit(&mut bhs, len);
+        out.reserve(BHS_LEN + header.ahs_len() + DIGEST_LEN);
+        out.put_slice(&bhs);
+        header.emit_ahs(out);
+        if self.framing.header_digest {
+            let crc = digest::crc32c(&out[start..]);
+            out.put_slice(&digest::to_wire(crc));
+        }
+        Ok(())
+    }
+
+    /// Padding and data digest for `data`.
+    #[must_use]
+    pub fn trailer(&self, data: &[u8]) -> Trailer {
+        let mut t = Trailer {
+            bytes: [0; 3 + DIGEST_LEN],
+            len: data.len().next_multiple_of(4) - data.len(),
+        };
+        if self.framing.data_digest && !data.is_empty() {
+            let crc = digest::crc32c_append(digest::crc32c(data), &t.bytes[..t.len]);
+            t.bytes[t.len..t.len + DIGEST_LEN].copy_from_slice(&digest::to_wire(crc));
+            t.len += DIGEST_LEN;
+        }
+        t
+    }
+
+    /// The whole PDU as one buffer.
+    pub fn to_bytes(&self, pdu: &Pdu) -> Result<Bytes, EncodeError> {
+        let mut out = BytesMut::with_capacity(BHS_LEN + pdu.data.len() + 16);
+        self.encode(pdu, &mut out)?;
+        Ok(out.freeze())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pdu::{NopOut, ScsiCommand, TaskAttribute};
+    use crate::{CmdSn, Itt, Lun, StatSn, Ttt};
+
+    fn nop(data: &'static [u8]) -> Pdu {
+        Pdu::with_data(
+            NopOut {
+                immediate: true,
+                lun: Lun::ZERO,
+                itt: Itt(1),
+                ttt: Ttt::RESERVED,
+                cmd_sn: CmdSn(1),
+                exp_stat_sn: StatSn(1),
+            },
+            data,
+        )
+    }
+
+    fn both(framing: Framing) -> (Encoder, Decoder) {
+        let mut enc = Encoder::new();
+        enc.set_framing(framing);
+        let mut dec = Decoder::new(Direction::FromInitiator);
+        dec.set_framing(framing);
+        (enc, dec)
+    }
+
+    #[test]
+    fn incremental_decode_with_digests() {
+        let framing = Framing {
+            header_digest: true,
+            data_digest: true,
+            max_data_segment_len: 8192,
+        };
+        let (enc, dec) = both(framing);
+        let pdu = nop(b"hello");
+        let wire = enc.to_bytes(&pdu).unwrap();
+        assert_eq!(wire.len(), 48 + 4 + 8 + 4);
+        let mut buf = BytesMut::new();
+        for (i, b) in wire.iter().enumerate() {
+            match dec.decode(&mut buf).unwrap() {
+                Decoded::NeedMore(n) => assert!(n >= 1 && n <= wire.len() - i, "{n} at {i}"),
+                Decoded::Pdu(_) => panic!("PDU before all bytes arrived"),
+            }
+            buf.put_u8(*b);
+        }
+        let Decoded::Pdu(got) = dec.decode(&mut buf).unwrap() else {
+            panic!("no PDU")
+        };
+        assert_eq!(got, pdu);
+        assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn need_more_is_exact() {
+        let dec = Decoder::new(Direction::FromInitiator);
+        let wire = Encoder::new().to_bytes(&nop(b"abcde")).unwrap();
+        let mut buf = BytesMut::from(&wire[..10]);
+        assert!(matches!(dec.decode(&mut buf), Ok(Decoded::NeedMore(38))));
+        let mut buf = BytesMut::from(&wire[..50]);
+        assert!(matches!(dec.decode(&mut buf), Ok(Decoded::NeedMore(6))));
+    }
+
+    #[test]
+    fn oversized_segment_is_refused_before_buffering() {
+        let dec = Decoder::new(Direction::FromInitiator);
+        let mut bhs = [0u8; BHS_LEN];
+        bhs[0] = 0x40;
+        bhs[5..8].copy_from_slice(&[0xff, 0xff, 0xff]);
+        let mut buf = BytesMut::from(&bhs[..]);
+        let err = dec.decode(&mut buf).unwrap_err();
+        assert!(matches!(
+            err,
+            DecodeError::DataSegmentTooLong {
+                len: 0xff_ffff,
+                max: 8192,
+                ..
+            }
+        ));
+        assert_eq!(err.scope(), Scope::Connection);
+        assert_eq!(err.reject_reason(), Some(RejectReason::PROTOCOL_ERROR));
+    }
+
+    #[test]
+    fn digest_errors_have_their_own_kind() {
+        let framing = Framing {
+            header_digest: true,
+            data_digest: true,
+            max_data_segment_len: 8192,
+        };
+        let (enc, dec) = both(framing);
+        let wire = enc.to_bytes(&nop(b"data")).unwrap();
+
+        let mut bad_header = BytesMut::from(&wire[..]);
+        bad_header[20] ^= 1;
+        let err = dec.decode(&mut bad_header).unwrap_err();
+        assert!(matches!(err, DecodeError::HeaderDigest { .. }));
+        assert_eq!(err.reject_reason(), None);
+
+        let mut bad_data = BytesMut::from(&wire[..]);
+        bad_data[53] ^= 1;
+        bad_data.extend_from_slice(&wire);
+        let err = dec.decode(&mut bad_data).unwrap_err();
+        assert!(matches!(err, DecodeError::DataDigest { header: Some(_), .. }));
+        assert_eq!(err.scope(), Scope::Pdu);
+        assert_eq!(err.reject_reason(), Some(RejectReason::DATA_DIGEST_ERROR));
+        // The damaged PDU was consumed; the next one decodes.
+        assert!(matches!(dec.decode(&mut bad_data), Ok(Decoded::Pdu(_))));
+    }
+
+    #[test]
+    fn wrong_direction_is_unsupported_and_consumed() {
+        let dec = Decoder::new(Direction::FromTarget);
+        let mut buf = BytesMut::from(&Encoder::new().to_bytes(&nop(b"x")).unwrap()[..]);
+        let err = dec.decode(&mut buf).unwrap_err();
+        assert!(matches!(
+            err,
+            DecodeError::Pdu {
+                error: PduError::UnsupportedOpcode(Opcode::NOP_OUT),
+                ..
+            }
+        ));
+        assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn encoder_enforces_peer_limit() {
+        let mut enc = Encoder::new();
+        enc.set_framing(Framing {
+            max_data_segment_len: 4,
+            ..Framing::default()
+        });
+        let err = enc.to_bytes(&nop(b"hello")).unwrap_err();
+        assert_eq!(err, EncodeError::DataSegmentTooLong { len: 5, max: 4 });
+    }
+
+    #[test]
+    fn data_is_split_without_copy() {
+        let dec = Decoder::new(Direction::FromInitiator);
+        let mut cmd = ScsiCommand {
+            immediate: false,
+            final_: true,
+            read: false,
+            write: true,
+            attr: TaskAttribute::SIMPLE,
+            lun: Lun::from_index(1),
+            itt: Itt(2),
+            expected_len: 512,
+            cmd_sn: CmdSn(1),
+            exp_stat_sn: StatSn(0),
+            cdb: [0; 16],
+            ext_cdb: Bytes::new(),
+            bidi_read_len: None,
+        };
+        cmd.set_cdb(&[0x2a, 0, 0, 0, 0, 0, 0, 0, 1, 0]);
+        let pdu = Pdu::with_data(cmd, vec![7u8; 512]);
+        let wire = Encoder::new().to_bytes(&pdu).unwrap();
+        let mut buf = BytesMut::from(&wire[..]);
+        let base = buf.as_ptr() as usize;
+        let Decoded::Pdu(got) = dec.decode(&mut buf).unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            got.data.as_ptr() as usize,
+            base + 48,
+            "data segment points into the receive buffer"
+        );
+        assert_eq!(got, pdu);
+    }
+}

@@ -1,0 +1,119 @@
+//! SCSI as iSCSI carries it: CDBs, status, sense data, and the parameter
+//! data a block target and its initiators exchange.
+//!
+//! iSCSI (RFC 7143) only transports SCSI; the meaning of the bytes inside a
+//! SCSI Command PDU, a SCSI Response PDU's sense data and the Data-In /
+//! Data-Out payloads comes from SAM-5, SPC-4 (primary commands) and SBC-3
+//! (block commands). This module is that layer, sans-IO like the rest of the
+//! crate: everything is a value that is parsed from or emitted into bytes.
+//!
+//! Every wire enumeration is an *open* newtype ([`ScsiStatus`],
+//! [`SenseKey`], [`AdditionalSense`], [`OperationCode`]): the standards keep
+//! assigning codes, and a peer that sends one we do not know must still be
+//! representable, logged and answered, never a panic.
+//!
+//! # Layout
+//!
+//! - `status.rs` — [`ScsiStatus`], the status byte of a SCSI Response.
+//! - `be.rs` — bounds-checked big-endian reads for untrusted buffers.
+//! - `sense/mod.rs` — [`Sense`], the decoded sense data, and its
+//!   convenience constructors.
+//! - `sense/codes.rs` — [`SenseKey`] and [`AdditionalSense`] (ASC/ASCQ).
+//! - `sense/wire.rs` — fixed (70h/71h) and descriptor (72h/73h) sense
+//!   formats: emit and parse.
+//! - `cdb/mod.rs` — [`Command`] and its field types, [`Cdb`], [`CdbError`].
+//! - `cdb/opcode.rs` — [`OperationCode`].
+//! - `cdb/parse.rs` — CDB bytes to [`Command`]: opcode dispatch, CONTROL
+//!   byte and per-command checks.
+//! - `cdb/fields.rs` — field decoding shared by the block commands' CDB
+//!   sizes, and the protection / BYTCHK / ANCHOR / PMI checks.
+//! - `cdb/build.rs` — [`Command`] to CDB bytes.
+//! - `cdb/writer.rs` — the CDB encoder and the CDB-size widening rule.
+//! - `cdb/info.rs` — what a transport or target asks of a command: data
+//!   direction, expected transfer length, blocks, LBA range check.
+//! - `cdb/proptests.rs` — build/parse round-trip and no-panic properties.
+//! - `data/mod.rs` — allocation-length truncation and the data error types.
+//! - `data/inquiry.rs` — standard INQUIRY data and the peripheral byte.
+//! - `data/vpd.rs` — VPD pages 00h, 80h and 83h.
+//! - `data/block_vpd.rs` — SBC VPD pages B0h, B1h and B2h.
+//! - `data/capacity.rs` — READ CAPACITY (10)/(16) and GET LBA STATUS data.
+//! - `data/luns.rs` — REPORT LUNS data.
+//! - `data/unmap.rs` — the UNMAP parameter list and its limit checks.
+//! - `data/mode.rs` — MODE SENSE (6)/(10) data and page selection.
+//! - `data/mode_pages.rs` — the Caching (08h) and Control (0Ah) pages.
+//! - `data/opcodes.rs` — REPORT SUPPORTED OPERATION CODES data formats.
+//! - `data/opcode_support.rs` — those formats filled in for this crate's
+//!   own parser (usage maps, the complete response).
+
+/// Declares an open wire enumeration: a newtype over the raw value with
+/// named associated constants, a `name()` lookup and a `Debug` impl that
+/// prints the standard's name when the value is known.
+///
+/// Open rather than a Rust `enum` because a value this crate has no name for
+/// is still a valid value on the wire.
+macro_rules! open_enum {
+    (
+        $(#[$meta:meta])*
+        $vis:vis struct $name:ident($repr:ty) {
+            $( $(#[$cmeta:meta])* $cname:ident = $value:expr, )*
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        $vis struct $name(pub $repr);
+
+        impl $name {
+            $( $(#[$cmeta])* pub const $cname: Self = Self($value); )*
+
+            /// The standard's name for this value (as the constant is
+            /// spelled), or `None` for a value this crate does not name.
+            pub const fn name(self) -> Option<&'static str> {
+                match self.0 {
+                    $( v if v == $value => Some(stringify!($cname)), )*
+                    _ => None,
+                }
+            }
+        }
+
+        impl ::core::fmt::Debug for $name {
+            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+                match self.name() {
+                    Some(n) => f.write_str(n),
+                    None => write!(f, "{}({:#x})", stringify!($name), self.0),
+                }
+            }
+        }
+
+        impl ::core::fmt::Display for $name {
+            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+                ::core::fmt::Debug::fmt(self, f)
+            }
+        }
+
+        impl From<$repr> for $name {
+            fn from(v: $repr) -> Self {
+                Self(v)
+            }
+        }
+
+        impl From<$name> for $repr {
+            fn from(v: $name) -> Self {
+                v.0
+            }
+        }
+    };
+}
+
+mod be;
+pub mod cdb;
+pub mod data;
+pub mod sense;
+pub mod status;
+
+pub use cdb::{
+    ByteCheck, Cdb, CdbError, CdbSize, Command, CompareAndWrite, DataDirection, LbaRange, ModeSense6, ModeSense10,
+    OperationCode, PageControl, ReadWrite, ReportSupportedOperationCodes, ReportingOptions, StartStopUnit, SyncRange,
+    Verify, WriteAndVerify, WriteSame,
+};
+pub use sense::{AdditionalSense, FieldPointer, Sense, SenseBuffer, SenseError, SenseKey};
+pub use status::ScsiStatus;

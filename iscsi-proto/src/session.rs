@@ -1,0 +1,321 @@
+//! Sequence-number bookkeeping for a session and its connections
+//! (RFC 7143 sections 4.2.2 and 11.4.*): the command window on both sides,
+//! StatSN on both sides.
+
+use crate::{CmdSn, StatSn};
+
+/// What the target does with an arriving command (RFC 7143 4.2.2.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// Immediate: delivered at once, CmdSN not advanced.
+    Immediate,
+    /// The next command in order: deliver it.
+    InOrder,
+    /// Inside the window but ahead of a gap (another connection's command is
+    /// missing): hold it until the gap fills.
+    Early,
+    /// "An iSCSI target MUST silently ignore any non-immediate command
+    /// outside of this range or non-immediate duplicates within the range."
+    Ignore,
+}
+
+/// The target's command window for one session: ExpCmdSN and MaxCmdSN.
+///
+/// The window is `depth` commands wide and closes as commands are admitted;
+/// it reopens as they complete, so MaxCmdSN tells the initiator exactly how
+/// many more commands the target will queue. MaxCmdSN never moves backwards.
+#[derive(Debug, Clone)]
+pub struct CommandWindow {
+    exp_cmd_sn: CmdSn,
+    depth: u32,
+    in_flight: u32,
+}
+
+impl CommandWindow {
+    /// A window whose first expected command is `first` (the CmdSN of the
+    /// leading Login Request), `depth` commands wide (at least 1).
+    #[must_use]
+    pub fn new(first: CmdSn, depth: u32) -> Self {
+        Self {
+            exp_cmd_sn: first,
+            depth: depth.max(1),
+            in_flight: 0,
+        }
+    }
+
+    #[must_use]
+    pub fn exp_cmd_sn(&self) -> CmdSn {
+        self.exp_cmd_sn
+    }
+
+    /// ExpCmdSN - 1 when the window is closed (RFC 7143 4.2.2.1: "MaxCmdSN
+    /// ... ExpCmdSN-1 ... the window is closed").
+    #[must_use]
+    pub fn max_cmd_sn(&self) -> CmdSn {
+        let open = self.depth.saturating_sub(self.in_flight);
+        self.exp_cmd_sn.add(open.wrapping_sub(1))
+    }
+
+    /// Commands admitted and not yet completed.
+    #[must_use]
+    pub fn in_flight(&self) -> u32 {
+        self.in_flight
+    }
+
+    /// Decide about a command with `cmd_sn`.
+    pub fn admit(&mut self, cmd_sn: CmdSn, immediate: bool) -> Admission {
+        if immediate {
+            return Admission::Immediate;
+        }
+        if cmd_sn == self.exp_cmd_sn && self.in_flight < self.depth {
+            self.exp_cmd_sn = self.exp_cmd_sn.next();
+            self.in_flight += 1;
+            return Admission::InOrder;
+        }
+        if self.exp_cmd_sn.lt(cmd_sn) && cmd_sn.le(self.max_cmd_sn()) {
+            return Admission::Early;
+        }
+        Admission::Ignore
+    }
+
+    /// A command admitted earlier has completed; the window reopens by one.
+    pub fn complete(&mut self) {
+        self.in_flight = self.in_flight.saturating_sub(1);
+    }
+}
+
+/// The initiator's view of the window: which CmdSN the next command takes
+/// and whether the target will accept it.
+#[derive(Debug, Clone)]
+pub struct CommandSequencer {
+    next: CmdSn,
+    exp_cmd_sn: CmdSn,
+    max_cmd_sn: CmdSn,
+}
+
+impl CommandSequencer {
+    /// From the final Login Response: the first CmdSN to use is the one the
+    /// login carried, and the target's ExpCmdSN/MaxCmdSN.
+    #[must_use]
+    pub fn new(next: CmdSn, exp_cmd_sn: CmdSn, max_cmd_sn: CmdSn) -> Self {
+        let mut s = Self {
+            next,
+            exp_cmd_sn,
+            max_cmd_sn: exp_cmd_sn.add(u32::MAX),
+        };
+        s.update(exp_cmd_sn, max_cmd_sn);
+        s
+    }
+
+    /// Apply ExpCmdSN and MaxCmdSN from any target PDU that carries them.
+    ///
+    /// RFC 7143 4.2.2.1: "If the PDU MaxCmdSN is less than the PDU
+    /// ExpCmdSN-1 (in serial arithmetic sense), they are both ignored. If the
+    /// PDU MaxCmdSN is greater than the local MaxCmdSN ..., it updates the
+    /// local MaxCmdSN; otherwise, it is ignored. If the PDU ExpCmdSN is
+    /// greater than the local ExpCmdSN ..., it updates the local ExpCmdSN."
+    pub fn update(&mut self, exp_cmd_sn: CmdSn, max_cmd_sn: CmdSn) {
+        if max_cmd_sn.lt(exp_cmd_sn.add(u32::MAX)) {
+            return;
+        }
+        if max_cmd_sn.gt(self.max_cmd_sn) {
+            self.max_cmd_sn = max_cmd_sn;
+        }
+        if exp_cmd_sn.gt(self.exp_cmd_sn) {
+            self.exp_cmd_sn = exp_cmd_sn;
+        }
+    }
+
+    /// How many more non-immediate commands the window admits now.
+    #[must_use]
+    pub fn credits(&self) -> u32 {
+        let d = self.next.serial().distance_to(self.max_cmd_sn.serial()) + 1;
+        u32::try_from(d.max(0)).unwrap_or(0)
+    }
+
+    /// The CmdSN for a new non-immediate command, if the window is open.
+    pub fn take(&mut self) -> Option<CmdSn> {
+        (self.credits() > 0).then(|| {
+            let sn = self.next;
+            self.next = self.next.next();
+            sn
+        })
+    }
+
+    /// The CmdSN an immediate command carries (RFC 7143 3.2.2.1: the next
+    /// one, without advancing).
+    #[must_use]
+    pub fn immediate(&self) -> CmdSn {
+        self.next
+    }
+
+    #[must_use]
+    pub fn exp_cmd_sn(&self) -> CmdSn {
+        self.exp_cmd_sn
+    }
+
+    #[must_use]
+    pub fn max_cmd_sn(&self) -> CmdSn {
+        self.max_cmd_sn
+    }
+
+    /// Whether the target has acknowledged (received) every command sent.
+    #[must_use]
+    pub fn all_acknowledged(&self) -> bool {
+        self.exp_cmd_sn == self.next
+    }
+}
+
+/// The StatSN a target assigns on one connection.
+#[derive(Debug, Clone)]
+pub struct StatSnCounter {
+    next: StatSn,
+}
+
+impl StatSnCounter {
+    #[must_use]
+    pub fn new(first: StatSn) -> Self {
+        Self { next: first }
+    }
+
+    /// The StatSN for a new status-bearing PDU.
+    pub fn take(&mut self) -> StatSn {
+        let sn = self.next;
+        self.next = self.next.next();
+        sn
+    }
+
+    /// The StatSN carried, without consuming one, by PDUs that do not
+    /// advance it (R2T, NOP-In pings, Data-In without status).
+    #[must_use]
+    pub fn peek(&self) -> StatSn {
+        self.next
+    }
+}
+
+/// The ExpStatSN an initiator acknowledges on one connection.
+#[derive(Debug, Clone)]
+pub struct ExpStatSn {
+    exp: StatSn,
+}
+
+impl ExpStatSn {
+    #[must_use]
+    pub fn new(exp: StatSn) -> Self {
+        Self { exp }
+    }
+
+    /// Note a status with `stat_sn`; only forward movement counts.
+    pub fn received(&mut self, stat_sn: StatSn) {
+        if stat_sn.next().gt(self.exp) {
+            self.exp = stat_sn.next();
+        }
+    }
+
+    #[must_use]
+    pub fn get(&self) -> StatSn {
+        self.exp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn window_opens_and_closes() {
+        let mut w = CommandWindow::new(CmdSn(u32::MAX - 1), 3);
+        assert_eq!(w.max_cmd_sn(), CmdSn(0));
+        assert_eq!(w.admit(CmdSn(u32::MAX - 1), false), Admission::InOrder);
+        assert_eq!(
+            w.admit(CmdSn(0), false),
+            Admission::Early,
+            "ahead of the gap at u32::MAX"
+        );
+        assert_eq!(w.admit(CmdSn(1), false), Admission::Ignore, "beyond MaxCmdSN");
+        assert_eq!(w.admit(CmdSn(u32::MAX), false), Admission::InOrder);
+        assert_eq!(w.admit(CmdSn(0), false), Admission::InOrder);
+        assert_eq!(w.max_cmd_sn(), CmdSn(0), "closed: MaxCmdSN = ExpCmdSN - 1");
+        assert_eq!(w.admit(CmdSn(1), false), Admission::Ignore, "window closed");
+        assert_eq!(w.admit(CmdSn(1), true), Admission::Immediate);
+        w.complete();
+        assert_eq!(w.max_cmd_sn(), CmdSn(1));
+        assert_eq!(w.admit(CmdSn(0), false), Admission::Ignore, "duplicate");
+        assert_eq!(w.admit(CmdSn(1), false), Admission::InOrder);
+    }
+
+    #[test]
+    fn sequencer_ignores_stale_and_bogus_updates() {
+        let mut s = CommandSequencer::new(CmdSn(10), CmdSn(10), CmdSn(12));
+        assert_eq!(s.credits(), 3);
+        assert_eq!(s.take(), Some(CmdSn(10)));
+        s.update(CmdSn(11), CmdSn(9));
+        assert_eq!(s.max_cmd_sn(), CmdSn(12), "MaxCmdSN < ExpCmdSN - 1: both ignored");
+        assert_eq!(s.exp_cmd_sn(), CmdSn(10));
+        s.update(CmdSn(11), CmdSn(11));
+        assert_eq!(s.max_cmd_sn(), CmdSn(12), "no shrinking");
+        assert_eq!(s.exp_cmd_sn(), CmdSn(11));
+        assert_eq!(s.take(), Some(CmdSn(11)));
+        assert_eq!(s.take(), Some(CmdSn(12)));
+        assert_eq!(s.take(), None);
+        assert_eq!(s.immediate(), CmdSn(13));
+        s.update(CmdSn(13), CmdSn(20));
+        assert!(s.all_acknowledged());
+        assert_eq!(s.credits(), 8);
+    }
+
+    #[test]
+    fn stat_sn_tracking() {
+        let mut c = StatSnCounter::new(StatSn(u32::MAX));
+        assert_eq!(c.take(), StatSn(u32::MAX));
+        assert_eq!(c.peek(), StatSn(0));
+        let mut e = ExpStatSn::new(StatSn(5));
+        e.received(StatSn(7));
+        e.received(StatSn(6));
+        assert_eq!(e.get(), StatSn(8));
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Send,
+        Complete,
+        Immediate,
+    }
+
+    proptest! {
+        /// The target window and initiator sequencer, driven together from
+        /// any starting CmdSN, agree with a model in unbounded integers.
+        #[test]
+        fn window_matches_model(
+            start: u32,
+            depth in 1u32..16,
+            ops in proptest::collection::vec(prop_oneof![Just(Op::Send), Just(Op::Complete), Just(Op::Immediate)], 0..200),
+        ) {
+            let mut window = CommandWindow::new(CmdSn(start), depth);
+            let mut seq = CommandSequencer::new(CmdSn(start), window.exp_cmd_sn(), window.max_cmd_sn());
+            let (mut sent, mut done) = (0u64, 0u64);
+            for op in ops {
+                match op {
+                    Op::Send => match seq.take() {
+                        Some(sn) => {
+                            prop_assert!(sent - done < u64::from(depth));
+                            prop_assert_eq!(sn, CmdSn(start.wrapping_add(sent as u32)));
+                            prop_assert_eq!(window.admit(sn, false), Admission::InOrder);
+                            sent += 1;
+                        }
+                        None => prop_assert_eq!(sent - done, u64::from(depth)),
+                    },
+                    Op::Complete => if done < sent {
+                        window.complete();
+                        done += 1;
+                    },
+                    Op::Immediate => prop_assert_eq!(window.admit(seq.immediate(), true), Admission::Immediate),
+                }
+                seq.update(window.exp_cmd_sn(), window.max_cmd_sn());
+                prop_assert_eq!(u64::from(seq.credits()), u64::from(depth) - (sent - done));
+                prop_assert_eq!(u64::from(window.in_flight()), sent - done);
+            }
+        }
+    }
+}
