@@ -1,0 +1,12 @@
+//! Fixtures for the cross-crate tests.
+//!
+//! - [`tgtd`]: a private tgtd (the legacy ramdisk's target) on loopback, with
+//!   file-backed LUNs, started and stopped by the test.
+//! - [`initiator`]: a deliberately simple blocking initiator over
+//!   `iscsi-proto`, one command at a time, to drive any target from a test.
+//!
+//! Tests that use them need root (tgtd) and the Debian packages the README's
+//! test command installs.
+
+pub mod initiator;
+pub mod tgtd;
