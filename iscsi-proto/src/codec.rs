@@ -48,6 +48,18 @@ impl Default for Framing {
     }
 }
 
+impl Framing {
+    /// The same framing with the segment limit no larger than the 24-bit
+    /// length field can say.
+    #[must_use]
+    pub fn clamped(self) -> Self {
+        Self {
+            max_data_segment_len: self.max_data_segment_len.min(MAX_DATA_SEGMENT_LENGTH),
+            ..self
+        }
+    }
+}
+
 /// The outcome of one decoding step.
 #[derive(Debug)]
 pub enum Decoded {
@@ -134,10 +146,7 @@ impl Decoder {
 
     /// Switch to negotiated framing (after the final Login Response).
     pub fn set_framing(&mut self, framing: Framing) {
-        self.framing = Framing {
-            max_data_segment_len: framing.max_data_segment_len.min(MAX_DATA_SEGMENT_LENGTH),
-            ..framing
-        };
+        self.framing = framing.clamped();
     }
 
     /// The framing in force.
@@ -262,10 +271,7 @@ impl Encoder {
     /// Switch to negotiated framing; `max_data_segment_len` is the peer's
     /// MaxRecvDataSegmentLength.
     pub fn set_framing(&mut self, framing: Framing) {
-        self.framing = Framing {
-            max_data_segment_len: framing.max_data_segment_len.min(MAX_DATA_SEGMENT_LENGTH),
-            ..framing
-        };
+        self.framing = framing.clamped();
     }
 
     /// The framing in force.

@@ -21,6 +21,9 @@
 //! - [`lun`]: the 8-byte LUN field.
 //! - [`error`]: how far an error reaches (task, PDU, connection, session).
 
+#[macro_use]
+mod macros;
+
 pub mod codec;
 pub mod digest;
 pub mod discovery;

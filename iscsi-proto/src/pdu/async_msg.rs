@@ -5,7 +5,6 @@ use super::field::*;
 use super::wire::{lun_at, put_lun, put_u16, put_u32, u16_at, u32_at};
 use super::{Bhs, Opcode, PduError};
 use crate::{CmdSn, Itt, Lun, StatSn};
-use core::fmt;
 
 mod field {
     use super::super::field::Field;
@@ -20,40 +19,23 @@ mod field {
 }
 use self::field::*;
 
-/// Asynchronous event code (RFC 7143 11.9.1).
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct AsyncEvent(pub u8);
-
-impl AsyncEvent {
-    /// Sense data in the data segment reports a SCSI asynchronous event.
-    pub const SCSI_EVENT: Self = Self(0);
-    /// The target asks the initiator to log out (Parameter3: seconds to do so).
-    pub const LOGOUT_REQUEST: Self = Self(1);
-    /// The target will drop a connection (Parameter1: CID).
-    pub const CONNECTION_DROP: Self = Self(2);
-    /// The target will drop all connections of the session.
-    pub const SESSION_DROP: Self = Self(3);
-    /// The target asks for parameter renegotiation.
-    pub const NEGOTIATION_REQUEST: Self = Self(4);
-    /// Every active task of the logical unit in the LUN field is being
-    /// terminated (RFC 7143's FastAbort semantics).
-    pub const ALL_TASKS_TERMINATED: Self = Self(5);
-    pub const VENDOR_SPECIFIC: Self = Self(255);
-}
-
-impl fmt::Debug for AsyncEvent {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let name = match *self {
-            Self::SCSI_EVENT => "ScsiEvent",
-            Self::LOGOUT_REQUEST => "LogoutRequest",
-            Self::CONNECTION_DROP => "ConnectionDrop",
-            Self::SESSION_DROP => "SessionDrop",
-            Self::NEGOTIATION_REQUEST => "NegotiationRequest",
-            Self::ALL_TASKS_TERMINATED => "AllTasksTerminated",
-            Self::VENDOR_SPECIFIC => "VendorSpecific",
-            Self(v) => return write!(f, "AsyncEvent({v})"),
-        };
-        f.write_str(name)
+open_enum! {
+    /// Asynchronous event code (RFC 7143 11.9.1).
+    pub struct AsyncEvent(u8) {
+        /// Sense data in the data segment reports a SCSI asynchronous event.
+        SCSI_EVENT = 0,
+        /// The target asks the initiator to log out (Parameter3: seconds to do so).
+        LOGOUT_REQUEST = 1,
+        /// The target will drop a connection (Parameter1: CID).
+        CONNECTION_DROP = 2,
+        /// The target will drop all connections of the session.
+        SESSION_DROP = 3,
+        /// The target asks for parameter renegotiation.
+        NEGOTIATION_REQUEST = 4,
+        /// Every active task of the logical unit in the LUN field is being
+        /// terminated (RFC 7143's FastAbort semantics).
+        ALL_TASKS_TERMINATED = 5,
+        VENDOR_SPECIFIC = 255,
     }
 }
 

@@ -34,30 +34,20 @@ mod field {
 }
 use self::field::*;
 
-/// A login stage (CSG/NSG, RFC 7143 11.12.3).
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Stage(pub u8);
+open_enum! {
+    /// A login stage (CSG/NSG, RFC 7143 11.12.3).
+    pub struct Stage(u8) {
+        SECURITY_NEGOTIATION = 0,
+        OPERATIONAL_NEGOTIATION = 1,
+        FULL_FEATURE_PHASE = 3,
+    }
+}
 
 impl Stage {
-    pub const SECURITY_NEGOTIATION: Self = Self(0);
-    pub const OPERATIONAL_NEGOTIATION: Self = Self(1);
-    pub const FULL_FEATURE_PHASE: Self = Self(3);
-
     /// Whether the value names a stage (2 is reserved).
     #[must_use]
     pub const fn is_valid(self) -> bool {
         matches!(self.0, 0 | 1 | 3)
-    }
-}
-
-impl fmt::Debug for Stage {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match *self {
-            Self::SECURITY_NEGOTIATION => f.write_str("SecurityNegotiation"),
-            Self::OPERATIONAL_NEGOTIATION => f.write_str("LoginOperationalNegotiation"),
-            Self::FULL_FEATURE_PHASE => f.write_str("FullFeaturePhase"),
-            Self(v) => write!(f, "Stage({v})"),
-        }
     }
 }
 

@@ -4,7 +4,6 @@ use super::field::*;
 use super::wire::{put_u16, put_u32, u16_at, u32_at};
 use super::{Bhs, Cid, Opcode, PduError};
 use crate::{CmdSn, Itt, StatSn};
-use core::fmt;
 
 mod field {
     use super::super::field::Field;
@@ -21,47 +20,22 @@ mod field {
 }
 use self::field::*;
 
-/// Why the initiator logs out (RFC 7143 11.14.1).
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct LogoutReason(pub u8);
-
-impl LogoutReason {
-    pub const CLOSE_SESSION: Self = Self(0);
-    pub const CLOSE_CONNECTION: Self = Self(1);
-    pub const REMOVE_CONNECTION_FOR_RECOVERY: Self = Self(2);
-}
-
-impl fmt::Debug for LogoutReason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match *self {
-            Self::CLOSE_SESSION => f.write_str("CloseSession"),
-            Self::CLOSE_CONNECTION => f.write_str("CloseConnection"),
-            Self::REMOVE_CONNECTION_FOR_RECOVERY => f.write_str("RemoveConnectionForRecovery"),
-            Self(v) => write!(f, "LogoutReason({v})"),
-        }
+open_enum! {
+    /// Why the initiator logs out (RFC 7143 11.14.1).
+    pub struct LogoutReason(u8) {
+        CLOSE_SESSION = 0,
+        CLOSE_CONNECTION = 1,
+        REMOVE_CONNECTION_FOR_RECOVERY = 2,
     }
 }
 
-/// The target's answer to a logout (RFC 7143 11.15.1).
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct LogoutResponseCode(pub u8);
-
-impl LogoutResponseCode {
-    pub const CLOSED: Self = Self(0);
-    pub const CID_NOT_FOUND: Self = Self(1);
-    pub const RECOVERY_NOT_SUPPORTED: Self = Self(2);
-    pub const CLEANUP_FAILED: Self = Self(3);
-}
-
-impl fmt::Debug for LogoutResponseCode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match *self {
-            Self::CLOSED => f.write_str("Closed"),
-            Self::CID_NOT_FOUND => f.write_str("CidNotFound"),
-            Self::RECOVERY_NOT_SUPPORTED => f.write_str("RecoveryNotSupported"),
-            Self::CLEANUP_FAILED => f.write_str("CleanupFailed"),
-            Self(v) => write!(f, "LogoutResponseCode({v})"),
-        }
+open_enum! {
+    /// The target's answer to a logout (RFC 7143 11.15.1).
+    pub struct LogoutResponseCode(u8) {
+        CLOSED = 0,
+        CID_NOT_FOUND = 1,
+        RECOVERY_NOT_SUPPORTED = 2,
+        CLEANUP_FAILED = 3,
     }
 }
 

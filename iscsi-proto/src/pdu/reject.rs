@@ -5,7 +5,6 @@ use super::field::*;
 use super::wire::{put_u32, u32_at};
 use super::{Bhs, Opcode, PduError};
 use crate::{CmdSn, Itt, StatSn};
-use core::fmt;
 
 mod field {
     use super::super::field::Field;
@@ -17,41 +16,20 @@ mod field {
 }
 use self::field::*;
 
-/// Reject reason codes (RFC 7143 11.17.1).
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct RejectReason(pub u8);
-
-impl RejectReason {
-    pub const DATA_DIGEST_ERROR: Self = Self(0x02);
-    pub const SNACK_REJECT: Self = Self(0x03);
-    pub const PROTOCOL_ERROR: Self = Self(0x04);
-    pub const COMMAND_NOT_SUPPORTED: Self = Self(0x05);
-    pub const IMMEDIATE_COMMAND_REJECT: Self = Self(0x06);
-    pub const TASK_IN_PROGRESS: Self = Self(0x07);
-    pub const INVALID_DATA_ACK: Self = Self(0x08);
-    pub const INVALID_PDU_FIELD: Self = Self(0x09);
-    pub const LONG_OPERATION_REJECT: Self = Self(0x0a);
-    pub const NEGOTIATION_RESET: Self = Self(0x0b);
-    pub const WAITING_FOR_LOGOUT: Self = Self(0x0c);
-}
-
-impl fmt::Debug for RejectReason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let name = match *self {
-            Self::DATA_DIGEST_ERROR => "DataDigestError",
-            Self::SNACK_REJECT => "SnackReject",
-            Self::PROTOCOL_ERROR => "ProtocolError",
-            Self::COMMAND_NOT_SUPPORTED => "CommandNotSupported",
-            Self::IMMEDIATE_COMMAND_REJECT => "ImmediateCommandReject",
-            Self::TASK_IN_PROGRESS => "TaskInProgress",
-            Self::INVALID_DATA_ACK => "InvalidDataAck",
-            Self::INVALID_PDU_FIELD => "InvalidPduField",
-            Self::LONG_OPERATION_REJECT => "LongOperationReject",
-            Self::NEGOTIATION_RESET => "NegotiationReset",
-            Self::WAITING_FOR_LOGOUT => "WaitingForLogout",
-            Self(v) => return write!(f, "RejectReason({v:#04x})"),
-        };
-        f.write_str(name)
+open_enum! {
+    /// Reject reason codes (RFC 7143 11.17.1).
+    pub struct RejectReason(u8) {
+        DATA_DIGEST_ERROR = 0x02,
+        SNACK_REJECT = 0x03,
+        PROTOCOL_ERROR = 0x04,
+        COMMAND_NOT_SUPPORTED = 0x05,
+        IMMEDIATE_COMMAND_REJECT = 0x06,
+        TASK_IN_PROGRESS = 0x07,
+        INVALID_DATA_ACK = 0x08,
+        INVALID_PDU_FIELD = 0x09,
+        LONG_OPERATION_REJECT = 0x0a,
+        NEGOTIATION_RESET = 0x0b,
+        WAITING_FOR_LOGOUT = 0x0c,
     }
 }
 

@@ -8,7 +8,6 @@ use super::{Bhs, Opcode, PduError};
 use crate::{CmdSn, Itt, Lun, StatSn};
 use byteorder::{BigEndian, ByteOrder};
 use bytes::{BufMut, Bytes};
-use core::fmt;
 
 mod field {
     use super::super::field::Field;
@@ -32,29 +31,14 @@ use self::field::*;
 /// extended CDB AHS carries at most 244 of them.
 pub const MAX_EXTENDED_CDB: usize = 260 - 16;
 
-/// SAM task attribute (RFC 7143 11.3.1 "ATTR").
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub struct TaskAttribute(pub u8);
-
-impl TaskAttribute {
-    pub const UNTAGGED: Self = Self(0);
-    pub const SIMPLE: Self = Self(1);
-    pub const ORDERED: Self = Self(2);
-    pub const HEAD_OF_QUEUE: Self = Self(3);
-    pub const ACA: Self = Self(4);
-}
-
-impl fmt::Debug for TaskAttribute {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let name = match *self {
-            Self::UNTAGGED => "Untagged",
-            Self::SIMPLE => "Simple",
-            Self::ORDERED => "Ordered",
-            Self::HEAD_OF_QUEUE => "HeadOfQueue",
-            Self::ACA => "ACA",
-            Self(v) => return write!(f, "TaskAttribute({v})"),
-        };
-        f.write_str(name)
+open_enum! {
+    /// SAM task attribute (RFC 7143 11.3.1 "ATTR").
+    pub struct TaskAttribute(u8) {
+        UNTAGGED = 0,
+        SIMPLE = 1,
+        ORDERED = 2,
+        HEAD_OF_QUEUE = 3,
+        ACA = 4,
     }
 }
 

@@ -7,7 +7,6 @@ use super::{Bhs, Opcode, PduError};
 use crate::scsi::ScsiStatus;
 use crate::{CmdSn, DataSn, Itt, StatSn};
 use bytes::{BufMut, Bytes, BytesMut};
-use core::fmt;
 
 mod field {
     use super::super::field::Field;
@@ -27,22 +26,11 @@ mod field {
 }
 use self::field::*;
 
-/// iSCSI service response (RFC 7143 11.4.3).
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub struct ServiceResponse(pub u8);
-
-impl ServiceResponse {
-    pub const COMMAND_COMPLETED: Self = Self(0x00);
-    pub const TARGET_FAILURE: Self = Self(0x01);
-}
-
-impl fmt::Debug for ServiceResponse {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match *self {
-            Self::COMMAND_COMPLETED => f.write_str("CommandCompleted"),
-            Self::TARGET_FAILURE => f.write_str("TargetFailure"),
-            Self(v) => write!(f, "ServiceResponse({v:#04x})"),
-        }
+open_enum! {
+    /// iSCSI service response (RFC 7143 11.4.3).
+    pub struct ServiceResponse(u8) {
+        COMMAND_COMPLETED = 0x00,
+        TARGET_FAILURE = 0x01,
     }
 }
 

@@ -8,7 +8,6 @@ use super::field::*;
 use super::wire::{lun_at, put_lun, put_u32, u32_at};
 use super::{Bhs, Opcode, PduError};
 use crate::{Itt, Lun, StatSn};
-use core::fmt;
 
 mod field {
     use super::super::field::Field;
@@ -20,26 +19,13 @@ mod field {
 }
 use self::field::*;
 
-/// SNACK function (RFC 7143 11.16.1).
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct SnackType(pub u8);
-
-impl SnackType {
-    pub const DATA_R2T: Self = Self(0);
-    pub const STATUS: Self = Self(1);
-    pub const DATA_ACK: Self = Self(2);
-    pub const R_DATA: Self = Self(3);
-}
-
-impl fmt::Debug for SnackType {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match *self {
-            Self::DATA_R2T => f.write_str("Data/R2T"),
-            Self::STATUS => f.write_str("Status"),
-            Self::DATA_ACK => f.write_str("DataACK"),
-            Self::R_DATA => f.write_str("R-Data"),
-            Self(v) => write!(f, "SnackType({v})"),
-        }
+open_enum! {
+    /// SNACK function (RFC 7143 11.16.1).
+    pub struct SnackType(u8) {
+        DATA_R2T = 0,
+        STATUS = 1,
+        DATA_ACK = 2,
+        R_DATA = 3,
     }
 }
 

@@ -5,7 +5,6 @@ use super::field::*;
 use super::wire::{lun_at, put_lun, put_u32, u32_at};
 use super::{Bhs, Opcode, PduError};
 use crate::{CmdSn, DataSn, Itt, Lun, StatSn};
-use core::fmt;
 
 mod field {
     use super::super::field::Field;
@@ -22,67 +21,31 @@ mod field {
 }
 use self::field::*;
 
-/// Task management function code (RFC 7143 11.5.1).
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct TaskFunction(pub u8);
-
-impl TaskFunction {
-    pub const ABORT_TASK: Self = Self(1);
-    pub const ABORT_TASK_SET: Self = Self(2);
-    pub const CLEAR_ACA: Self = Self(3);
-    pub const CLEAR_TASK_SET: Self = Self(4);
-    pub const LOGICAL_UNIT_RESET: Self = Self(5);
-    pub const TARGET_WARM_RESET: Self = Self(6);
-    pub const TARGET_COLD_RESET: Self = Self(7);
-    pub const TASK_REASSIGN: Self = Self(8);
-}
-
-impl fmt::Debug for TaskFunction {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let name = match *self {
-            Self::ABORT_TASK => "AbortTask",
-            Self::ABORT_TASK_SET => "AbortTaskSet",
-            Self::CLEAR_ACA => "ClearAca",
-            Self::CLEAR_TASK_SET => "ClearTaskSet",
-            Self::LOGICAL_UNIT_RESET => "LogicalUnitReset",
-            Self::TARGET_WARM_RESET => "TargetWarmReset",
-            Self::TARGET_COLD_RESET => "TargetColdReset",
-            Self::TASK_REASSIGN => "TaskReassign",
-            Self(v) => return write!(f, "TaskFunction({v})"),
-        };
-        f.write_str(name)
+open_enum! {
+    /// Task management function code (RFC 7143 11.5.1).
+    pub struct TaskFunction(u8) {
+        ABORT_TASK = 1,
+        ABORT_TASK_SET = 2,
+        CLEAR_ACA = 3,
+        CLEAR_TASK_SET = 4,
+        LOGICAL_UNIT_RESET = 5,
+        TARGET_WARM_RESET = 6,
+        TARGET_COLD_RESET = 7,
+        TASK_REASSIGN = 8,
     }
 }
 
-/// Task management function response (RFC 7143 11.6.1).
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct TmfResponse(pub u8);
-
-impl TmfResponse {
-    pub const FUNCTION_COMPLETE: Self = Self(0);
-    pub const TASK_DOES_NOT_EXIST: Self = Self(1);
-    pub const LUN_DOES_NOT_EXIST: Self = Self(2);
-    pub const TASK_STILL_ALLEGIANT: Self = Self(3);
-    pub const REASSIGNMENT_NOT_SUPPORTED: Self = Self(4);
-    pub const NOT_SUPPORTED: Self = Self(5);
-    pub const AUTHORIZATION_FAILED: Self = Self(6);
-    pub const REJECTED: Self = Self(255);
-}
-
-impl fmt::Debug for TmfResponse {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let name = match *self {
-            Self::FUNCTION_COMPLETE => "FunctionComplete",
-            Self::TASK_DOES_NOT_EXIST => "TaskDoesNotExist",
-            Self::LUN_DOES_NOT_EXIST => "LunDoesNotExist",
-            Self::TASK_STILL_ALLEGIANT => "TaskStillAllegiant",
-            Self::REASSIGNMENT_NOT_SUPPORTED => "ReassignmentNotSupported",
-            Self::NOT_SUPPORTED => "NotSupported",
-            Self::AUTHORIZATION_FAILED => "AuthorizationFailed",
-            Self::REJECTED => "Rejected",
-            Self(v) => return write!(f, "TmfResponse({v})"),
-        };
-        f.write_str(name)
+open_enum! {
+    /// Task management function response (RFC 7143 11.6.1).
+    pub struct TmfResponse(u8) {
+        FUNCTION_COMPLETE = 0,
+        TASK_DOES_NOT_EXIST = 1,
+        LUN_DOES_NOT_EXIST = 2,
+        TASK_STILL_ALLEGIANT = 3,
+        REASSIGNMENT_NOT_SUPPORTED = 4,
+        NOT_SUPPORTED = 5,
+        AUTHORIZATION_FAILED = 6,
+        REJECTED = 255,
     }
 }
 
