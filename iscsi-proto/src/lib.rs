@@ -16,6 +16,7 @@
 //! - [`login`]: login state machines for target and initiator, CHAP, login
 //!   status codes.
 //! - [`session`]: CmdSN/MaxCmdSN windows, StatSN, ITT allocation.
+//! - [`transfer`]: Data-In sequences and the target's R2T bookkeeping.
 //! - [`serial`]: RFC 1982 serial numbers and the newtypes built on them.
 //! - [`scsi`]: SCSI CDBs, status codes, sense data and parameter data.
 //! - [`lun`]: the 8-byte LUN field.
@@ -37,6 +38,7 @@ pub mod scsi;
 pub mod serial;
 pub mod session;
 pub mod text;
+pub mod transfer;
 
 pub use error::Scope;
 pub use lun::Lun;

@@ -2,6 +2,7 @@
 //! (RFC 7143 sections 4.2.2 and 11.4.*): the command window on both sides,
 //! StatSN on both sides.
 
+use crate::pdu::Header;
 use crate::{CmdSn, StatSn};
 
 /// What the target does with an arriving command (RFC 7143 4.2.2.1).
@@ -193,6 +194,37 @@ impl StatSnCounter {
     }
 }
 
+/// Fill in the sequence numbers of a target PDU as it leaves: a StatSN
+/// (consumed by status-bearing PDUs, merely carried by the others, see
+/// [`Header::stat_sn`]), and the window's ExpCmdSN and MaxCmdSN.
+pub fn stamp(header: &mut Header, stat_sn: &mut StatSnCounter, exp_cmd_sn: CmdSn, max_cmd_sn: CmdSn) {
+    let sn = if header.stat_sn().is_some() {
+        stat_sn.take()
+    } else {
+        stat_sn.peek()
+    };
+    macro_rules! set {
+        ($h:expr) => {{
+            $h.stat_sn = sn;
+            $h.exp_cmd_sn = exp_cmd_sn;
+            $h.max_cmd_sn = max_cmd_sn;
+        }};
+    }
+    match header {
+        Header::NopIn(h) => set!(h),
+        Header::ScsiResponse(h) => set!(h),
+        Header::TaskMgmtResponse(h) => set!(h),
+        Header::LoginResponse(h) => set!(h),
+        Header::TextResponse(h) => set!(h),
+        Header::DataIn(h) => set!(h),
+        Header::LogoutResponse(h) => set!(h),
+        Header::R2t(h) => set!(h),
+        Header::AsyncMessage(h) => set!(h),
+        Header::Reject(h) => set!(h),
+        _ => {}
+    }
+}
+
 /// The ExpStatSN an initiator acknowledges on one connection.
 #[derive(Debug, Clone)]
 pub struct ExpStatSn {
@@ -274,6 +306,44 @@ mod tests {
         e.received(StatSn(7));
         e.received(StatSn(6));
         assert_eq!(e.get(), StatSn(8));
+    }
+
+    #[test]
+    fn stamping_consumes_stat_sn_only_for_status() {
+        use crate::pdu::{NopIn, R2t, Reject, RejectReason};
+        use crate::{Itt, Lun, R2tSn, Ttt};
+        let mut counter = StatSnCounter::new(StatSn(7));
+        let mut r2t = Header::R2t(R2t {
+            lun: Lun::ZERO,
+            itt: Itt(1),
+            ttt: Ttt(2),
+            stat_sn: StatSn(0),
+            exp_cmd_sn: CmdSn(0),
+            max_cmd_sn: CmdSn(0),
+            r2t_sn: R2tSn(0),
+            buffer_offset: 0,
+            desired_len: 1,
+        });
+        stamp(&mut r2t, &mut counter, CmdSn(3), CmdSn(9));
+        let Header::R2t(h) = &r2t else { unreachable!() };
+        assert_eq!((h.stat_sn, h.exp_cmd_sn, h.max_cmd_sn), (StatSn(7), CmdSn(3), CmdSn(9)));
+        let mut reject = Header::Reject(Reject::new(RejectReason::PROTOCOL_ERROR, StatSn(0), CmdSn(0), CmdSn(0)));
+        stamp(&mut reject, &mut counter, CmdSn(3), CmdSn(9));
+        assert_eq!(reject.stat_sn(), Some(StatSn(7)));
+        let mut ping = Header::NopIn(NopIn {
+            lun: Lun::ZERO,
+            itt: Itt::RESERVED,
+            ttt: Ttt(5),
+            stat_sn: StatSn(0),
+            exp_cmd_sn: CmdSn(0),
+            max_cmd_sn: CmdSn(0),
+        });
+        stamp(&mut ping, &mut counter, CmdSn(3), CmdSn(9));
+        assert_eq!(
+            counter.peek(),
+            StatSn(8),
+            "a ping carries the next StatSN without using it"
+        );
     }
 
     #[derive(Debug, Clone)]
