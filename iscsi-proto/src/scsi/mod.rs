@@ -39,7 +39,8 @@
 //! - `data/capacity.rs` — READ CAPACITY (10)/(16) and GET LBA STATUS data.
 //! - `data/luns.rs` — REPORT LUNS data.
 //! - `data/unmap.rs` — the UNMAP parameter list and its limit checks.
-//! - `data/mode.rs` — MODE SENSE (6)/(10) data and page selection.
+//! - `data/mode.rs` — MODE SENSE (6)/(10) data and page selection, MODE
+//!   SELECT (6)/(10) parameter lists.
 //! - `data/mode_pages.rs` — the Caching (08h) and Control (0Ah) pages.
 //! - `data/opcodes.rs` — REPORT SUPPORTED OPERATION CODES data formats.
 //! - `data/opcode_support.rs` — those formats filled in for this crate's
@@ -52,9 +53,9 @@ pub mod sense;
 pub mod status;
 
 pub use cdb::{
-    ByteCheck, Cdb, CdbError, CdbSize, Command, CompareAndWrite, DataDirection, LbaRange, ModeSense6, ModeSense10,
-    OperationCode, PageControl, ReadWrite, ReportSupportedOperationCodes, ReportingOptions, StartStopUnit, SyncRange,
-    Verify, WriteAndVerify, WriteSame,
+    ByteCheck, Cdb, CdbError, CdbSize, Command, CompareAndWrite, DataDirection, LbaRange, ModeSelect6, ModeSelect10,
+    ModeSense6, ModeSense10, OperationCode, PageControl, ReadWrite, ReportSupportedOperationCodes, ReportingOptions,
+    StartStopUnit, SyncRange, Verify, WriteAndVerify, WriteSame,
 };
 pub use sense::{AdditionalSense, FieldPointer, Sense, SenseBuffer, SenseError, SenseKey};
 pub use status::ScsiStatus;

@@ -160,6 +160,20 @@ impl Command {
                 w.put(7, &m.allocation_length.to_be_bytes());
                 w.finish()
             }
+            Self::ModeSelect6(m) => {
+                let mut w = Writer::new(Op::MODE_SELECT_6, 6);
+                w.flag(1, 4, m.pf);
+                w.flag(1, 0, m.sp);
+                w.b[4] = m.parameter_list_length;
+                w.finish()
+            }
+            Self::ModeSelect10(m) => {
+                let mut w = Writer::new(Op::MODE_SELECT_10, 10);
+                w.flag(1, 4, m.pf);
+                w.flag(1, 0, m.sp);
+                w.put(7, &m.parameter_list_length.to_be_bytes());
+                w.finish()
+            }
             Self::ReportLuns {
                 select_report,
                 allocation_length,
@@ -287,6 +301,21 @@ mod tests {
             allocation_length: 0x0100,
         };
         assert_eq!(bytes(Command::ModeSense10(ms)), [0x5A, 0x10, 0x88, 0, 0, 0, 0, 1, 0, 0]);
+        let sel = ModeSelect6 {
+            pf: true,
+            sp: false,
+            parameter_list_length: 16,
+        };
+        assert_eq!(bytes(Command::ModeSelect6(sel)), [0x15, 0x10, 0, 0, 16, 0]);
+        let sel = ModeSelect10 {
+            pf: false,
+            sp: true,
+            parameter_list_length: 0x0118,
+        };
+        assert_eq!(
+            bytes(Command::ModeSelect10(sel)),
+            [0x55, 0x01, 0, 0, 0, 0, 0, 1, 0x18, 0]
+        );
         assert_eq!(Command::TestUnitReady.build().padded(), [0; 16], "padding is zero");
     }
 }

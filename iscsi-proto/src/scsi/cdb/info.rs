@@ -29,6 +29,8 @@ impl Command {
             Self::ReportSupportedOperationCodes(r) => u64::from(r.allocation_length),
             Self::ModeSense6(m) => u64::from(m.allocation_length),
             Self::ModeSense10(m) => u64::from(m.allocation_length),
+            Self::ModeSelect6(m) => u64::from(m.parameter_list_length),
+            Self::ModeSelect10(m) => u64::from(m.parameter_list_length),
             Self::Read(rw) | Self::Write(rw) => blocks(rw.transfer_length),
             Self::WriteAndVerify(w) => blocks(w.transfer_length),
             Self::Verify(v) => match v.bytchk {
@@ -61,6 +63,8 @@ impl Command {
             | Self::Verify(_)
             | Self::WriteSame(_)
             | Self::Unmap { .. }
+            | Self::ModeSelect6(_)
+            | Self::ModeSelect10(_)
             | Self::CompareAndWrite(_) => DataDirection::ToDevice,
             _ => DataDirection::FromDevice,
         }
@@ -159,6 +163,20 @@ mod tests {
             allocation_length: 0,
         };
         assert_eq!(inq.data_direction(), DataDirection::None);
+        let sel = Command::ModeSelect10(ModeSelect10 {
+            pf: true,
+            sp: false,
+            parameter_list_length: 20,
+        });
+        assert_eq!(sel.data_direction(), DataDirection::ToDevice);
+        assert_eq!(sel.expected_transfer_len(4096), Some(20));
+        assert_eq!(sel.lba_range(), None);
+        let empty = Command::ModeSelect6(ModeSelect6 {
+            pf: true,
+            sp: false,
+            parameter_list_length: 0,
+        });
+        assert_eq!(empty.data_direction(), DataDirection::None);
     }
 
     #[test]

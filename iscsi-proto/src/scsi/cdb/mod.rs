@@ -186,6 +186,27 @@ pub struct ModeSense10 {
     pub allocation_length: u16,
 }
 
+/// MODE SELECT (6): a mode parameter list (header, optional block
+/// descriptor, pages) of `parameter_list_length` bytes follows as Data-Out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ModeSelect6 {
+    /// Page format: the parameters after the block descriptors are mode
+    /// pages (SPC-4); zero means a vendor-specific format.
+    pub pf: bool,
+    /// Save pages: also save the pages to nonvolatile storage.
+    pub sp: bool,
+    pub parameter_list_length: u8,
+}
+
+/// MODE SELECT (10): as (6), with the 8-byte parameter header and a 16-bit
+/// PARAMETER LIST LENGTH.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ModeSelect10 {
+    pub pf: bool,
+    pub sp: bool,
+    pub parameter_list_length: u16,
+}
+
 /// REPORT SUPPORTED OPERATION CODES' REPORTING OPTIONS (SPC-4); 100b
 /// to 111b are reserved and rejected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -257,6 +278,8 @@ pub enum Command {
     PreFetch(SyncRange),
     ModeSense6(ModeSense6),
     ModeSense10(ModeSense10),
+    ModeSelect6(ModeSelect6),
+    ModeSelect10(ModeSelect10),
     ReportLuns {
         select_report: u8,
         allocation_length: u32,

@@ -10,8 +10,8 @@ use super::fields::{
     write_and_verify, write_same,
 };
 use super::{
-    CdbError, CdbSize, Command, CompareAndWrite, ModeSense6, ModeSense10, OperationCode as Op,
-    ReportSupportedOperationCodes, ReportingOptions, StartStopUnit,
+    CdbError, CdbSize, Command, CompareAndWrite, ModeSelect6, ModeSelect10, ModeSense6, ModeSense10,
+    OperationCode as Op, ReportSupportedOperationCodes, ReportingOptions, StartStopUnit,
 };
 
 impl Command {
@@ -77,6 +77,8 @@ fn supported(op: Op) -> bool {
             | Op::PRE_FETCH_16
             | Op::MODE_SENSE_6
             | Op::MODE_SENSE_10
+            | Op::MODE_SELECT_6
+            | Op::MODE_SELECT_10
             | Op::REPORT_LUNS
             | Op::MAINTENANCE_IN
             | Op::START_STOP_UNIT
@@ -170,6 +172,18 @@ fn parse_fields(op: Op, c: &C) -> Result<Command, CdbError> {
             page_code: c[2] & 0x3F,
             subpage_code: c[3],
             allocation_length: be16(c, 7),
+        }),
+        // SP and PF are left to the device server: whether it can save
+        // pages, or take a vendor-specific list, is not the CDB's business.
+        Op::MODE_SELECT_6 => Command::ModeSelect6(ModeSelect6 {
+            pf: bit(c, 1, 4),
+            sp: bit(c, 1, 0),
+            parameter_list_length: c[4],
+        }),
+        Op::MODE_SELECT_10 => Command::ModeSelect10(ModeSelect10 {
+            pf: bit(c, 1, 4),
+            sp: bit(c, 1, 0),
+            parameter_list_length: be16(c, 7),
         }),
         Op::REPORT_LUNS => Command::ReportLuns {
             select_report: c[2],
@@ -329,6 +343,26 @@ mod tests {
                 loej: true,
                 start: false
             }))
+        );
+        assert_eq!(
+            p(&[0x15, 0x11, 0, 0, 28, 0]),
+            Ok(Command::ModeSelect6(ModeSelect6 {
+                pf: true,
+                sp: true,
+                parameter_list_length: 28
+            }))
+        );
+        assert_eq!(
+            p(&[0x55, 0x10, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x01, 0x02, 0]),
+            Ok(Command::ModeSelect10(ModeSelect10 {
+                pf: true,
+                sp: false,
+                parameter_list_length: 0x0102
+            }))
+        );
+        assert_eq!(
+            p(&[0x55, 0, 0, 0, 0, 0, 0, 0, 0, 0x04]),
+            Err(CdbError::InvalidField { byte: 9, bit: Some(2) })
         );
         assert_eq!(
             p(&[0x42, 0, 0, 0, 0, 0, 0, 0, 24, 0]),

@@ -148,6 +148,20 @@ fn command() -> impl Strategy<Value = Command> {
                 subpage_code: sub,
                 allocation_length: alloc,
             })),
+        (any::<bool>(), any::<bool>(), any::<u8>()).prop_map(|(pf, sp, parameter_list_length)| {
+            Command::ModeSelect6(ModeSelect6 {
+                pf,
+                sp,
+                parameter_list_length,
+            })
+        }),
+        (any::<bool>(), any::<bool>(), any::<u16>()).prop_map(|(pf, sp, parameter_list_length)| {
+            Command::ModeSelect10(ModeSelect10 {
+                pf,
+                sp,
+                parameter_list_length,
+            })
+        }),
         (any::<u8>(), any::<u32>()).prop_map(|(select_report, allocation_length)| {
             Command::ReportLuns {
                 select_report,
@@ -234,8 +248,8 @@ proptest! {
     #[test]
     fn parse_any_16_bytes_of_known_opcodes(
         op in proptest::sample::select(vec![
-            0x00u8, 0x03, 0x08, 0x0A, 0x12, 0x1A, 0x1B, 0x1E, 0x25, 0x28, 0x2A, 0x2E, 0x2F,
-            0x34, 0x35, 0x41, 0x42, 0x5A, 0x88, 0x89, 0x8A, 0x8E, 0x8F, 0x90, 0x91, 0x93,
+            0x00u8, 0x03, 0x08, 0x0A, 0x12, 0x15, 0x1A, 0x1B, 0x1E, 0x25, 0x28, 0x2A, 0x2E, 0x2F,
+            0x34, 0x35, 0x41, 0x42, 0x55, 0x5A, 0x88, 0x89, 0x8A, 0x8E, 0x8F, 0x90, 0x91, 0x93,
             0x9E, 0xA0, 0xA3, 0xA8, 0xAA, 0xAE, 0xAF,
         ]),
         rest in proptest::array::uniform15(any::<u8>()),

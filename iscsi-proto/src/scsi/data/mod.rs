@@ -25,7 +25,7 @@ pub use block_vpd::{BlockDeviceCharacteristics, BlockLimits, LogicalBlockProvisi
 pub use capacity::{LbaStatusDescriptor, LbaStatusList, ReadCapacity10Data, ReadCapacity16Data};
 pub use inquiry::{Peripheral, PeripheralDeviceType, StandardInquiry, VERSION_SPC4};
 pub use luns::ReportLunsData;
-pub use mode::{BlockDescriptor, ModePage, ModeParameters, select_mode_pages};
+pub use mode::{BlockDescriptor, ModePage, ModeParameters, ModeSelectList, select_mode_pages};
 pub use mode_pages::{CachingPage, ControlPage};
 pub use opcode_support::{report_supported_operation_codes, usage_data};
 pub use opcodes::{CommandDescriptor, CommandTimeouts, OneCommandData, SupportedOperationCodes};

@@ -1,8 +1,8 @@
-//! MODE SENSE (6)/(10) parameter data (SPC-4 mode parameters): header, optional block
-//! descriptor, mode pages. The typed Caching and Control pages are in
-//! `mode_pages.rs`.
+//! MODE SENSE (6)/(10) parameter data and MODE SELECT (6)/(10) parameter
+//! lists (SPC-4 mode parameters): header, optional block descriptor, mode
+//! pages. The typed Caching and Control pages are in `mode_pages.rs`.
 
-use super::{DataError, need};
+use super::{DataError, ParameterListError, need};
 use crate::scsi::be;
 
 /// A mode parameter block descriptor, for a direct-access device.
@@ -170,6 +170,34 @@ impl ModeParameters {
         out
     }
 
+    /// This data as a MODE SELECT (6) parameter list, the initiator's side
+    /// of [`ModeSelectList::parse_6`]. SPC-4 has MODE DATA LENGTH and each
+    /// page's PS bit reserved in MODE SELECT, and SBC-3 the WP and DPOFUA
+    /// bits of the device-specific parameter: all are sent as zero, so
+    /// MODE SENSE data can be changed and sent back as is.
+    pub fn to_select_bytes_6(&self) -> Vec<u8> {
+        let mut out = self.for_select().to_bytes_6();
+        out[0] = 0;
+        out
+    }
+
+    /// As [`ModeParameters::to_select_bytes_6`], for MODE SELECT (10);
+    /// `long_lba` sends the block descriptor in the 16-byte form.
+    pub fn to_select_bytes_10(&self, long_lba: bool) -> Vec<u8> {
+        let mut out = self.for_select().to_bytes_10(long_lba);
+        out[..2].fill(0);
+        out
+    }
+
+    fn for_select(&self) -> Self {
+        Self {
+            write_protect: false,
+            dpofua: false,
+            pages: self.pages.iter().map(|p| ModePage { ps: false, ..p.clone() }).collect(),
+            ..self.clone()
+        }
+    }
+
     /// Parses MODE SENSE (6) data.
     pub fn parse_6(buf: &[u8]) -> Result<Self, DataError> {
         need(buf, 4)?;
@@ -209,6 +237,120 @@ impl ModeParameters {
             block_descriptor,
             pages: ModePage::parse_all(buf.get(hdr + bdl..).unwrap_or(&[])),
         })
+    }
+}
+
+/// A MODE SELECT (6)/(10) parameter list as a device server reads it.
+///
+/// Unlike MODE SENSE data this is parsed strictly, as SPC-4 asks of MODE
+/// SELECT: "If the parameter list length results in the truncation of any
+/// mode parameter header, mode parameter block descriptor(s), or mode page,
+/// then the command shall be terminated with CHECK CONDITION status, with
+/// the sense key set to ILLEGAL REQUEST, and the additional sense code set
+/// to PARAMETER LIST LENGTH ERROR." MODE DATA LENGTH is reserved in MODE
+/// SELECT and not read; nor is the device-specific parameter, whose WP and
+/// DPOFUA bits SBC-3 has a device server ignore in MODE SELECT data.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+pub struct ModeSelectList {
+    pub medium_type: u8,
+    pub block_descriptor: Option<BlockDescriptor>,
+    /// The block descriptor came in the 16-byte long LBA form (MODE SELECT
+    /// (10) with LONGLBA set).
+    pub long_lba: bool,
+    /// Each page with the offset of its first byte in the parameter list,
+    /// for the field pointer of an INVALID FIELD IN PARAMETER LIST.
+    pub pages: Vec<(usize, ModePage)>,
+}
+
+impl ModeSelectList {
+    /// Parses a MODE SELECT (6) parameter list: `buf` is the Data-Out cut
+    /// to the PARAMETER LIST LENGTH. An empty list (length 0, which SPC-4
+    /// says "shall not be considered as an error") is an empty value.
+    pub fn parse_6(buf: &[u8]) -> Result<Self, ParameterListError> {
+        if buf.is_empty() {
+            return Ok(Self::default());
+        }
+        let [_, medium_type, _, bdl] = be::array(buf, 0).ok_or(ParameterListError::LengthError)?;
+        let block_descriptor = match bdl {
+            0 => None,
+            8 => Some(Self::short_descriptor(buf, 4)?),
+            _ => return Err(ParameterListError::InvalidField { byte: 3, bit: None }),
+        };
+        Ok(Self {
+            medium_type,
+            block_descriptor,
+            long_lba: false,
+            pages: Self::parse_pages(buf, 4 + usize::from(bdl))?,
+        })
+    }
+
+    /// Parses a MODE SELECT (10) parameter list (see [`Self::parse_6`]).
+    pub fn parse_10(buf: &[u8]) -> Result<Self, ParameterListError> {
+        if buf.is_empty() {
+            return Ok(Self::default());
+        }
+        let [_, _, medium_type, _, longlba, _, _, _] = be::array(buf, 0).ok_or(ParameterListError::LengthError)?;
+        let long_lba = longlba & 1 != 0;
+        let bdl = be::u16_at(buf, 6).unwrap_or(0);
+        let block_descriptor = match (bdl, long_lba) {
+            (0, _) => None,
+            (8, false) => Some(Self::short_descriptor(buf, 8)?),
+            (16, true) => {
+                let d = buf.get(8..24).ok_or(ParameterListError::LengthError)?;
+                Some(BlockDescriptor {
+                    number_of_blocks: be::u64_at(d, 0).unwrap_or(0),
+                    block_length: be::u32_at(d, 12).unwrap_or(0),
+                })
+            }
+            _ => return Err(ParameterListError::InvalidField { byte: 6, bit: None }),
+        };
+        Ok(Self {
+            medium_type,
+            block_descriptor,
+            long_lba,
+            pages: Self::parse_pages(buf, 8 + usize::from(bdl))?,
+        })
+    }
+
+    fn short_descriptor(buf: &[u8], at: usize) -> Result<BlockDescriptor, ParameterListError> {
+        let d = buf.get(at..at + 8).ok_or(ParameterListError::LengthError)?;
+        Ok(BlockDescriptor {
+            number_of_blocks: u64::from(be::u32_at(d, 0).unwrap_or(0)),
+            block_length: be::u24_at(d, 5).unwrap_or(0),
+        })
+    }
+
+    /// The pages from `at` to the end of `buf`. A page in the sub_page
+    /// format with SUBPAGE CODE 00h is refused: SPC-4 has subpage 00h sent
+    /// in the page_0 format, and [`ModePage`] could not tell them apart.
+    fn parse_pages(buf: &[u8], mut at: usize) -> Result<Vec<(usize, ModePage)>, ParameterListError> {
+        let short = ParameterListError::LengthError;
+        let mut pages = Vec::new();
+        while let Some(b0) = be::u8_at(buf, at) {
+            let (subpage_code, len, hdr) = if b0 & 0x40 != 0 {
+                let sub = be::u8_at(buf, at + 1).ok_or(short)?;
+                let len = be::u16_at(buf, at + 2).ok_or(short)?;
+                if sub == 0 {
+                    let byte = u16::try_from(at + 1).unwrap_or(u16::MAX);
+                    return Err(ParameterListError::InvalidField { byte, bit: None });
+                }
+                (sub, usize::from(len), 4)
+            } else {
+                (0, usize::from(be::u8_at(buf, at + 1).ok_or(short)?), 2)
+            };
+            let data = buf.get(at + hdr..at + hdr + len).ok_or(short)?;
+            pages.push((
+                at,
+                ModePage {
+                    ps: b0 & 0x80 != 0,
+                    page_code: b0 & 0x3F,
+                    subpage_code,
+                    data: data.to_vec(),
+                },
+            ));
+            at += hdr + len;
+        }
+        Ok(pages)
     }
 }
 
@@ -301,11 +443,121 @@ mod tests {
         assert_eq!(select_mode_pages(&pages, 0x1C, 0), None);
     }
 
+    #[test]
+    fn mode_select_lists_round_trip() {
+        let p = ModeParameters {
+            write_protect: true,
+            pages: vec![
+                ModePage {
+                    ps: true,
+                    ..ControlPage {
+                        swp: true,
+                        ..Default::default()
+                    }
+                    .to_page()
+                },
+                CachingPage { wce: true, rcd: false }.to_page(),
+            ],
+            ..params()
+        };
+        let b = p.to_select_bytes_6();
+        // MODE DATA LENGTH, WP/DPOFUA and PS go out as zero.
+        assert_eq!(&b[..4], &[0, 0, 0, 8]);
+        assert_eq!(&b[12..16], &[0x0A, 0x0A, 0, 0]);
+        let l = ModeSelectList::parse_6(&b).unwrap();
+        assert_eq!(l.block_descriptor.unwrap().block_length, 512);
+        assert!(!l.long_lba);
+        let offsets: Vec<usize> = l.pages.iter().map(|(at, _)| *at).collect();
+        assert_eq!(offsets, [12, 24]);
+        assert!(ControlPage::from_page(&l.pages[0].1).unwrap().swp);
+        assert!(!l.pages[0].1.ps);
+        assert!(CachingPage::from_page(&l.pages[1].1).unwrap().wce);
+        let b = p.to_select_bytes_10(true);
+        assert_eq!(&b[..8], &[0, 0, 0, 0, 1, 0, 0, 16]);
+        let l = ModeSelectList::parse_10(&b).unwrap();
+        assert!(l.long_lba);
+        assert_eq!(l.block_descriptor, p.block_descriptor);
+        assert_eq!(l.pages[0].0, 24);
+        let no_bd = ModeParameters {
+            block_descriptor: None,
+            ..p
+        };
+        let l = ModeSelectList::parse_10(&no_bd.to_select_bytes_10(false)).unwrap();
+        assert_eq!((l.block_descriptor, l.pages[0].0), (None, 8));
+        assert_eq!(ModeSelectList::parse_6(&[]), Ok(ModeSelectList::default()));
+        assert_eq!(ModeSelectList::parse_10(&[]), Ok(ModeSelectList::default()));
+    }
+
+    #[test]
+    fn mode_select_lists_are_strict() {
+        let len = Err(ParameterListError::LengthError);
+        let b = ModeParameters {
+            block_descriptor: None,
+            ..params()
+        }
+        .to_select_bytes_6();
+        // A cut anywhere in the header or a page is a length error...
+        for cut in [1, 3, 5, 6, 20, 25, b.len() - 1] {
+            assert_eq!(ModeSelectList::parse_6(&b[..cut]), len, "{cut}");
+        }
+        // ...a cut between pages is not.
+        assert_eq!(ModeSelectList::parse_6(&b[..24]).unwrap().pages.len(), 1);
+        assert_eq!(ModeSelectList::parse_6(&[0, 0, 0, 8, 0, 0, 0, 0]), len);
+        assert_eq!(
+            ModeSelectList::parse_6(&[0, 0, 0, 4, 0, 0, 0, 0]),
+            Err(ParameterListError::InvalidField { byte: 3, bit: None })
+        );
+        assert_eq!(ModeSelectList::parse_10(&[0, 0, 0, 0, 0, 0, 0]), len);
+        // A long descriptor needs LONGLBA, a short one its absence.
+        let mut h = [0u8; 24];
+        h[7] = 16;
+        assert_eq!(
+            ModeSelectList::parse_10(&h),
+            Err(ParameterListError::InvalidField { byte: 6, bit: None })
+        );
+        h[4] = 1;
+        assert!(ModeSelectList::parse_10(&h).is_ok());
+        h[7] = 8;
+        assert!(ModeSelectList::parse_10(&h).is_err());
+        // Sub_page format with subpage 00h.
+        assert_eq!(
+            ModeSelectList::parse_6(&[0, 0, 0, 0, 0x4A, 0, 0, 0]),
+            Err(ParameterListError::InvalidField { byte: 5, bit: None })
+        );
+        let sub = ModeSelectList::parse_6(&[0, 0, 0, 0, 0x4A, 1, 0, 1, 7]).unwrap();
+        assert_eq!(sub.pages[0].1.subpage_code, 1);
+        assert_eq!(sub.pages[0].1.data, [7]);
+    }
+
     proptest::proptest! {
         #[test]
         fn parse_never_panics(b in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64)) {
             let _ = ModeParameters::parse_6(&b);
             let _ = ModeParameters::parse_10(&b);
+            let _ = ModeSelectList::parse_6(&b);
+            let _ = ModeSelectList::parse_10(&b);
+        }
+
+        #[test]
+        fn select_pages_round_trip(
+            pages in proptest::collection::vec(
+                (0u8..0x3F, proptest::prelude::any::<u8>(),
+                 proptest::collection::vec(proptest::prelude::any::<u8>(), 0..40)),
+                0..5),
+            long in proptest::prelude::any::<bool>(),
+        ) {
+            let pages: Vec<ModePage> = pages
+                .into_iter()
+                .map(|(page_code, subpage_code, data)| ModePage { ps: false, page_code, subpage_code, data })
+                .collect();
+            let p = ModeParameters { pages: pages.clone(), ..params() };
+            let six = ModeSelectList::parse_6(&p.to_select_bytes_6());
+            let ten = ModeSelectList::parse_10(&p.to_select_bytes_10(long));
+            for l in [six, ten] {
+                let l = l.map_err(|e| proptest::test_runner::TestCaseError::fail(e.to_string()))?;
+                let back: Vec<ModePage> = l.pages.into_iter().map(|(_, p)| p).collect();
+                proptest::prop_assert_eq!(&back, &pages);
+            }
         }
     }
 }

@@ -85,6 +85,7 @@ const TABLE: &[(u8, Option<u8>, &[u8])] = &[
     (0x08, None, &[0x08, 0x1F, F4, F4, F4, CTL]),
     (0x0A, None, &[0x0A, 0x1F, F4, F4, F4, CTL]),
     (0x12, None, &[0x12, 0x01, F4, F4, F4, CTL]),
+    (0x15, None, &[0x15, 0x11, 0, 0, F4, CTL]),
     (0x1A, None, &[0x1A, 0x08, F4, F4, F4, CTL]),
     (0x1B, None, &[0x1B, 0x01, 0, 0x0F, 0xF7, CTL]),
     (0x1E, None, &[0x1E, 0, 0, 0, 0x03, CTL]),
@@ -97,6 +98,7 @@ const TABLE: &[(u8, Option<u8>, &[u8])] = &[
     (0x35, None, &[0x35, 0x02, F4, F4, F4, F4, 0, F4, F4, CTL]),
     (0x41, None, &[0x41, 0x18, F4, F4, F4, F4, 0, F4, F4, CTL]),
     (0x42, None, &[0x42, 0x01, 0, 0, 0, 0, 0, F4, F4, CTL]),
+    (0x55, None, &[0x55, 0x11, 0, 0, 0, 0, 0, F4, F4, CTL]),
     (0x5A, None, &[0x5A, 0x18, F4, F4, 0, 0, 0, F4, F4, CTL]),
     (
         0x88,
