@@ -1,11 +1,165 @@
-use clap::Parser;
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use iscsi_proto::login::{Credentials, TargetAuth};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use target_agent::backend::{FileDevice, FileOptions};
+use target_agent::lu::{Identity, LogicalUnit};
+use target_agent::server;
+use target_agent::target::{Target, TargetOptions};
 
 /// The deploy ramdisk's iSCSI target agent.
 #[derive(Debug, Parser)]
 #[command(version, about)]
-struct Cli {}
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve a file or block device as an iSCSI LUN until interrupted.
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct ServeArgs {
+    /// The disk to serve: a regular file or a block device.
+    #[arg(long)]
+    backing: PathBuf,
+    /// The target's iSCSI name (e.g. iqn.2008-10.org.openstack:NODE-UUID).
+    #[arg(long)]
+    iqn: String,
+    /// Address to listen on.
+    #[arg(long, default_value = "0.0.0.0:3260")]
+    listen: SocketAddr,
+    /// The LUN the disk appears at (LUN 0 answers REPORT LUNS and INQUIRY).
+    #[arg(long, default_value_t = 1)]
+    lun: u16,
+    /// Refuse writes (DATA PROTECT).
+    #[arg(long)]
+    read_only: bool,
+    /// Open the backing store with O_DIRECT (bypass the page cache).
+    #[arg(long)]
+    direct: bool,
+    /// Logical block size of a regular file (512 or 4096); block devices
+    /// report their own.
+    #[arg(long)]
+    block_size: Option<u32>,
+    /// Require initiators to pass CHAP with this name...
+    #[arg(long, requires = "chap_secret")]
+    chap_user: Option<String>,
+    /// ...and this secret (at least 12 characters).
+    #[arg(
+        long,
+        env = "TARGET_AGENT_CHAP_SECRET",
+        hide_env_values = true,
+        requires = "chap_user"
+    )]
+    chap_secret: Option<String>,
+    /// The target's own name for mutual CHAP...
+    #[arg(long, requires_all = ["mutual_chap_secret", "chap_user"])]
+    mutual_chap_user: Option<String>,
+    /// ...and its secret.
+    #[arg(
+        long,
+        env = "TARGET_AGENT_MUTUAL_CHAP_SECRET",
+        hide_env_values = true,
+        requires = "mutual_chap_user"
+    )]
+    mutual_chap_secret: Option<String>,
+    /// A human-readable alias for the target.
+    #[arg(long)]
+    alias: Option<String>,
+    /// Commands queued per session (the CmdSN window).
+    #[arg(long, default_value_t = 64)]
+    queue_depth: u32,
+    /// Sessions served at once.
+    #[arg(long, default_value_t = 16)]
+    max_sessions: usize,
+    /// Seconds a login may take.
+    #[arg(long, default_value_t = 15)]
+    login_timeout: u64,
+    /// Seconds of silence before the target pings an initiator.
+    #[arg(long, default_value_t = 10)]
+    nop_interval: u64,
+    /// Seconds an unanswered ping may wait before the connection is dropped.
+    #[arg(long, default_value_t = 30)]
+    nop_timeout: u64,
+}
+
+fn credentials(name: Option<String>, secret: Option<String>) -> anyhow::Result<Option<Credentials>> {
+    match (name, secret) {
+        (Some(name), Some(secret)) => {
+            // RFC 7143 12.1.3 wants 96-bit secrets when there is no IPsec.
+            anyhow::ensure!(
+                secret.len() >= 12,
+                "CHAP secrets must be at least 12 characters (got {})",
+                secret.len()
+            );
+            Ok(Some(Credentials::new(name, secret)))
+        }
+        _ => Ok(None),
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let options = FileOptions {
+        read_only: args.read_only,
+        direct: args.direct,
+        block_size: args.block_size,
+    };
+    let device =
+        FileDevice::open(&args.backing, options).with_context(|| format!("cannot serve {}", args.backing.display()))?;
+    let identity = Identity::new(&args.iqn, args.lun);
+    let lu = Arc::new(LogicalUnit::new(Arc::new(device), identity));
+    let mut target_options = TargetOptions::new(args.iqn);
+    target_options.alias = args.alias;
+    target_options.lun = args.lun;
+    target_options.auth = TargetAuth {
+        chap: credentials(args.chap_user, args.chap_secret)?,
+        mutual: credentials(args.mutual_chap_user, args.mutual_chap_secret)?,
+    };
+    target_options.queue_depth = args.queue_depth.max(1);
+    target_options.max_sessions = args.max_sessions;
+    target_options.login_timeout = Duration::from_secs(args.login_timeout);
+    target_options.nop_interval = Duration::from_secs(args.nop_interval.max(1));
+    target_options.nop_timeout = Duration::from_secs(args.nop_timeout.max(1));
+    let target = Arc::new(Target::new(target_options, lu));
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    server::serve(listener, target, shutdown_signal()).await?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) {
+        (Ok(mut int), Ok(mut term)) => {
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+            }
+        }
+        _ => std::future::pending().await,
+    }
+}
 
 fn main() -> anyhow::Result<()> {
-    let Cli {} = Cli::parse();
-    anyhow::bail!("no command is implemented yet: `serve` and `deploy` are being built; see README.md")
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    match cli.command {
+        Command::Serve(args) => runtime.block_on(serve(args)),
+    }
 }

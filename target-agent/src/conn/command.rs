@@ -1,0 +1,231 @@
+//! Running one SCSI command and answering it.
+//!
+//! The disk IO happens on the blocking pool; the answer (Data-In PDUs with
+//! the status collapsed into the last one when there is no sense data, or a
+//! SCSI Response) goes to the writer task.
+
+use super::ffp::{Out, Shared};
+use crate::lu::{Completion, LogicalUnit, no_device_lun};
+use bytes::Bytes;
+use iscsi_proto::pdu::{DataIn, Pdu, Residual, ScsiResponse, ServiceResponse, sense_segment};
+use iscsi_proto::scsi::{AdditionalSense, Sense, SenseKey};
+use iscsi_proto::transfer::DataInSequence;
+use iscsi_proto::{CmdSn, DataSn, Itt, Lun, StatSn, Ttt};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use tokio::sync::mpsc;
+use tracing::{Instrument, debug, debug_span, warn};
+
+/// Where a command goes: the disk, or the LUN-less answers of SPC-4.
+#[derive(Debug, Clone)]
+pub(crate) enum Unit {
+    Disk(Arc<LogicalUnit>),
+    NoDevice { luns: Vec<u16> },
+}
+
+impl Unit {
+    fn execute(&self, cdb: &[u8], data_out: &[u8]) -> Completion {
+        match self {
+            Self::Disk(lu) => lu.execute(cdb, data_out),
+            Self::NoDevice { luns } => no_device_lun(cdb, luns),
+        }
+    }
+}
+
+/// A command ready to run.
+#[derive(Debug)]
+pub(crate) struct Job {
+    pub itt: Itt,
+    pub lun: Lun,
+    pub unit: Unit,
+    pub cdb: Vec<u8>,
+    pub data_out: Vec<u8>,
+    /// Expected Data Transfer Length of the SCSI Command.
+    pub expected: u32,
+    /// Whether data flows to the initiator.
+    pub read: bool,
+    /// A residual known before running (write data longer or shorter than
+    /// the CDB needs); reads compute theirs from the data.
+    pub write_residual: Residual,
+    /// Answer this without running anything (a refused command).
+    pub answer: Option<Completion>,
+}
+
+/// What a running command needs from its connection.
+#[derive(Debug, Clone)]
+pub(crate) struct JobContext {
+    pub out: mpsc::Sender<Out>,
+    pub shared: Arc<Shared>,
+    pub done: mpsc::UnboundedSender<Itt>,
+    /// The initiator's MaxRecvDataSegmentLength.
+    pub max_segment: u32,
+    pub max_burst: u32,
+}
+
+/// Start `job`; the returned flag aborts its answer.
+pub(crate) fn spawn(job: Job, ctx: JobContext) -> (Arc<AtomicBool>, tokio::task::JoinHandle<()>) {
+    let aborted = Arc::new(AtomicBool::new(false));
+    let flag = aborted.clone();
+    let span = debug_span!("task", itt = %job.itt);
+    let handle = tokio::spawn(run(job, ctx, flag).instrument(span));
+    (aborted, handle)
+}
+
+async fn run(mut job: Job, ctx: JobContext, aborted: Arc<AtomicBool>) {
+    let completion = match job.answer.take() {
+        Some(answer) => answer,
+        None => {
+            let unit = job.unit.clone();
+            let cdb = std::mem::take(&mut job.cdb);
+            let data = std::mem::take(&mut job.data_out);
+            match tokio::task::spawn_blocking(move || unit.execute(&cdb, &data)).await {
+                Ok(c) => c,
+                Err(e) => {
+                    warn!("command execution failed: {e}");
+                    Completion::check_condition(Sense::new(
+                        SenseKey::HARDWARE_ERROR,
+                        AdditionalSense::INTERNAL_TARGET_FAILURE,
+                    ))
+                }
+            }
+        }
+    };
+    ctx.shared.complete_command();
+    if aborted.load(Ordering::Acquire) {
+        debug!("aborted: no response");
+    } else {
+        for pdu in answer(&job, completion, ctx.max_segment, ctx.max_burst) {
+            if ctx.out.send(Out::Pdu(pdu)).await.is_err() {
+                break;
+            }
+        }
+    }
+    let _ = ctx.done.send(job.itt);
+}
+
+/// The PDUs that carry `completion` back.
+fn answer(job: &Job, completion: Completion, max_segment: u32, max_burst: u32) -> Vec<Pdu> {
+    let Completion { status, sense, data } = completion;
+    let (data, residual) = if job.read {
+        let sent = data.len().min(job.expected as usize);
+        let residual = Residual::of(job.expected, data.len() as u64);
+        let mut data = Bytes::from(data);
+        data.truncate(sent);
+        (data, residual)
+    } else {
+        (Bytes::new(), job.write_residual)
+    };
+    let collapse = sense.is_none() && !data.is_empty();
+    let mut pdus = Vec::new();
+    let mut data_sn = DataSn(0);
+    if !data.is_empty() {
+        let len = u32::try_from(data.len()).unwrap_or(u32::MAX);
+        for chunk in DataInSequence::new(len, max_segment, max_burst) {
+            let last_with_status = chunk.last && collapse;
+            let header = DataIn {
+                final_: chunk.final_,
+                ack: false,
+                status: last_with_status.then_some(status),
+                residual: if last_with_status { residual } else { Residual::None },
+                lun: job.lun,
+                itt: job.itt,
+                ttt: Ttt::RESERVED,
+                stat_sn: StatSn(0),
+                exp_cmd_sn: CmdSn(0),
+                max_cmd_sn: CmdSn(0),
+                data_sn: chunk.data_sn,
+                buffer_offset: chunk.offset,
+            };
+            let range = chunk.offset as usize..(chunk.offset + chunk.len) as usize;
+            pdus.push(Pdu::with_data(header, data.slice(range)));
+            data_sn = chunk.data_sn.next();
+        }
+    }
+    if !collapse {
+        let header = ScsiResponse {
+            response: ServiceResponse::COMMAND_COMPLETED,
+            status,
+            residual,
+            bidi_read_residual: Residual::None,
+            itt: job.itt,
+            snack_tag: 0,
+            stat_sn: StatSn(0),
+            exp_cmd_sn: CmdSn(0),
+            max_cmd_sn: CmdSn(0),
+            exp_data_sn: data_sn,
+        };
+        let segment = sense.map(|s| sense_segment(s.fixed().as_bytes())).unwrap_or_default();
+        pdus.push(Pdu::with_data(header, segment));
+    }
+    pdus
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use iscsi_proto::pdu::Header;
+    use iscsi_proto::scsi::ScsiStatus;
+
+    fn job(read: bool, expected: u32) -> Job {
+        Job {
+            itt: Itt(7),
+            lun: Lun::from_index(1),
+            unit: Unit::NoDevice { luns: vec![1] },
+            cdb: vec![],
+            data_out: vec![],
+            expected,
+            read,
+            write_residual: Residual::None,
+            answer: None,
+        }
+    }
+
+    fn good(data: Vec<u8>) -> Completion {
+        Completion {
+            status: ScsiStatus::GOOD,
+            sense: None,
+            data,
+        }
+    }
+
+    #[test]
+    fn reads_collapse_status_into_the_last_data_in() {
+        let pdus = answer(&job(true, 10_000), good(vec![1; 10_000]), 4096, 1 << 20);
+        assert_eq!(pdus.len(), 3);
+        let Header::DataIn(last) = &pdus[2].header else {
+            panic!()
+        };
+        assert_eq!(last.status, Some(ScsiStatus::GOOD));
+        assert_eq!(
+            (last.data_sn, last.buffer_offset, pdus[2].data.len()),
+            (DataSn(2), 8192, 1808)
+        );
+    }
+
+    #[test]
+    fn short_reads_report_underflow_and_long_ones_overflow() {
+        let pdus = answer(&job(true, 100), good(vec![1; 36]), 4096, 1 << 20);
+        let Header::DataIn(d) = &pdus[0].header else { panic!() };
+        assert_eq!(d.residual, Residual::Underflow(64));
+        let pdus = answer(&job(true, 8), good(vec![1; 36]), 4096, 1 << 20);
+        let Header::DataIn(d) = &pdus[0].header else { panic!() };
+        assert_eq!((d.residual, pdus[0].data.len()), (Residual::Overflow(28), 8));
+    }
+
+    #[test]
+    fn sense_goes_in_a_scsi_response() {
+        let bad = Completion {
+            status: ScsiStatus::CHECK_CONDITION,
+            sense: Some(Sense::illegal_request(AdditionalSense::LBA_OUT_OF_RANGE)),
+            data: vec![],
+        };
+        let pdus = answer(&job(true, 512), bad, 4096, 1 << 20);
+        assert_eq!(pdus.len(), 1);
+        let Header::ScsiResponse(r) = &pdus[0].header else {
+            panic!()
+        };
+        assert_eq!(r.status, ScsiStatus::CHECK_CONDITION);
+        assert_eq!(r.residual, Residual::Underflow(512));
+        assert_eq!(&pdus[0].data[..3], &[0, 18, 0x70]);
+    }
+}
