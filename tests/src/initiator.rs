@@ -125,6 +125,21 @@ impl Session {
         self.wire.send(pdu)
     }
 
+    /// Send bytes as they are, for tests of malformed input.
+    pub fn send_raw(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.wire.stream.write_all(bytes)
+    }
+
+    /// The next PDU from the target, whatever it is (pings answered).
+    pub fn next_pdu(&mut self) -> io::Result<Pdu> {
+        self.recv()
+    }
+
+    /// The encoder in force, to build PDUs by hand.
+    pub fn encode(&self, pdu: &Pdu) -> Bytes {
+        self.wire.encoder.to_bytes(pdu).unwrap_or_default()
+    }
+
     /// The next PDU that is not a NOP-In ping; pings are answered on the way.
     fn recv(&mut self) -> io::Result<Pdu> {
         loop {

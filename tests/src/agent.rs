@@ -1,0 +1,141 @@
+//! Our own target, `target-agent serve`, on 127.0.0.1, for the same tests
+//! that run against tgtd.
+//!
+//! The binary belongs to another package of the workspace, so Cargo does not
+//! build it for these tests and `CARGO_BIN_EXE_target-agent` does not exist
+//! here. Build it first (`cargo build -p target-agent`, as the test command
+//! does); [`TargetAgent::binary`] then finds it in the workspace's target
+//! directory. A missing binary is a test failure, never a skip.
+
+use crate::tgtd::free_port;
+use std::net::{Ipv4Addr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+use tempfile::NamedTempFile;
+
+/// How long `serve` may take to accept connections.
+const START_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A `target-agent serve` on `127.0.0.1:port` exposing one backing file as
+/// LUN 1. Killed on drop.
+#[derive(Debug)]
+pub struct TargetAgent {
+    child: Child,
+    /// The agent's stdout and stderr, shown when a test fails.
+    log: NamedTempFile,
+    pub port: u16,
+    pub iqn: String,
+}
+
+impl TargetAgent {
+    /// The `target-agent` binary: `$TARGET_AGENT` if set, else
+    /// `<target dir>/{debug,release}/target-agent` (the profile of this test
+    /// build first), where the target directory is `$CARGO_TARGET_DIR` or the
+    /// workspace's `target/`. Panics with the command to run when there is
+    /// none.
+    pub fn binary() -> PathBuf {
+        if let Some(path) = std::env::var_os("TARGET_AGENT") {
+            let path = PathBuf::from(path);
+            assert!(path.is_file(), "TARGET_AGENT={} does not exist", path.display());
+            return path;
+        }
+        let target_dir = std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
+        let profiles = if cfg!(debug_assertions) {
+            ["debug", "release"]
+        } else {
+            ["release", "debug"]
+        };
+        let candidates: Vec<PathBuf> = profiles
+            .iter()
+            .map(|profile| target_dir.join(profile).join("target-agent"))
+            .collect();
+        candidates
+            .iter()
+            .find(|path| path.is_file())
+            .cloned()
+            .unwrap_or_else(|| {
+                panic!(
+                    "no target-agent binary at {candidates:?}: run `cargo build -p target-agent` first \
+                 (or set TARGET_AGENT)"
+                )
+            })
+    }
+
+    /// Start `target-agent serve --backing BACKING --iqn IQN --listen
+    /// 127.0.0.1:PORT` on a free port and wait until it accepts connections.
+    /// Panics (with the agent's output) if it exits or never listens.
+    pub fn start(backing: &Path, iqn: &str) -> Self {
+        Self::start_with(backing, iqn, &[])
+    }
+
+    /// Like [`TargetAgent::start`], with more `serve` options (CHAP, limits).
+    pub fn start_with(backing: &Path, iqn: &str, extra: &[&str]) -> Self {
+        let binary = Self::binary();
+        let port = free_port();
+        let log = NamedTempFile::new().expect("a temporary file for the agent's output");
+        // One open file for both streams (like 2>&1); we read it by path.
+        let out = log.reopen().expect("open the log file");
+        let err = out.try_clone().expect("clone the log file");
+        let child = Command::new(&binary)
+            .arg("serve")
+            .arg("--backing")
+            .arg(backing)
+            .args(["--iqn", iqn, "--listen", &format!("127.0.0.1:{port}")])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {}: {e}", binary.display()));
+        let mut agent = Self {
+            child,
+            log,
+            port,
+            iqn: iqn.to_owned(),
+        };
+        let deadline = Instant::now() + START_TIMEOUT;
+        while TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_err() {
+            if let Ok(Some(status)) = agent.child.try_wait() {
+                panic!(
+                    "{} serve exited at start-up ({status}); its output:\n{}",
+                    binary.display(),
+                    agent.output()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "target-agent does not listen on 127.0.0.1:{port} after {START_TIMEOUT:?}; its output:\n{}",
+                agent.output()
+            );
+            sleep(Duration::from_millis(50));
+        }
+        agent
+    }
+
+    /// The portal address.
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Everything the agent printed so far.
+    pub fn output(&self) -> String {
+        std::fs::read(self.log.path()).map_or_else(
+            |e| format!("(cannot read the agent's output: {e})"),
+            |bytes| String::from_utf8_lossy(&bytes).into_owned(),
+        )
+    }
+}
+
+impl Drop for TargetAgent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("--- target-agent output ---\n{}--- end ---", self.output());
+        }
+    }
+}
