@@ -327,3 +327,21 @@ fn stat_sn_advances_by_one_per_status() {
         }
     }
 }
+
+#[test]
+fn inquiry_of_the_device_identification_page() {
+    let (requests, responses) = scenario("inquiry");
+    let asked = requests.iter().flat_map(|c| &c.pdus).find_map(|p| match &p.header {
+        Header::ScsiCommand(cmd) if cmd.cdb[0] == 0x12 && cmd.cdb[1] & 1 == 1 && cmd.cdb[2] == 0x83 => Some(cmd.itt),
+        _ => None,
+    });
+    let itt = asked.expect("an INQUIRY for VPD page 0x83");
+    let data = responses
+        .iter()
+        .flat_map(|c| &c.pdus)
+        .find(|p| matches!(&p.header, Header::DataIn(d) if d.itt == itt));
+    let data = data.expect("its Data-In");
+    assert_eq!(data.data[1], 0x83, "page code");
+    let designators = iscsi_proto::scsi::data::DeviceIdentification::parse(&data.data).unwrap();
+    assert!(!designators.designators.is_empty());
+}
