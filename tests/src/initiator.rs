@@ -135,6 +135,11 @@ impl Session {
         self.recv()
     }
 
+    /// Give up the session and keep only its socket (to play a dead peer).
+    pub fn into_stream(self) -> TcpStream {
+        self.wire.stream
+    }
+
     /// The encoder in force, to build PDUs by hand.
     pub fn encode(&self, pdu: &Pdu) -> Bytes {
         self.wire.encoder.to_bytes(pdu).unwrap_or_default()
