@@ -260,6 +260,71 @@ impl WriteTransfer {
     }
 }
 
+/// How an initiator sends a write's data: what rides in the SCSI Command,
+/// what follows unsolicited, and (implicitly) what waits for R2Ts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WritePlan {
+    /// Bytes sent as immediate data in the command PDU.
+    pub immediate: u32,
+    /// End of the unsolicited data (immediate plus unsolicited Data-Out);
+    /// the rest is sent only when the target asks with R2Ts.
+    pub unsolicited_end: u32,
+}
+
+impl WritePlan {
+    /// The plan for `len` bytes under the session's parameters, with
+    /// `max_segment` the target's MaxRecvDataSegmentLength.
+    #[must_use]
+    pub fn new(len: u32, session: &SessionParams, max_segment: u32) -> Self {
+        // RFC 7143 13.14: immediate and unsolicited data together stay within
+        // FirstBurstLength; immediate data within one segment.
+        let first_burst = session.first_burst_length.min(len);
+        let immediate = if session.immediate_data {
+            first_burst.min(max_segment)
+        } else {
+            0
+        };
+        let unsolicited_end = if session.initial_r2t { immediate } else { first_burst };
+        Self {
+            immediate,
+            unsolicited_end,
+        }
+    }
+
+    /// The SCSI Command's F bit: set when no unsolicited Data-Out follows.
+    #[must_use]
+    pub fn command_final(&self) -> bool {
+        self.unsolicited_end == self.immediate
+    }
+}
+
+/// One Data-Out PDU's place in a sequence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DataOutChunk {
+    pub offset: u32,
+    pub len: u32,
+    pub data_sn: DataSn,
+    /// F: the last PDU of the sequence.
+    pub final_: bool,
+}
+
+/// Cuts the sequence `offset..offset + len` (an R2T's burst or the
+/// unsolicited data) into Data-Out PDUs of at most `max_segment` bytes,
+/// DataSN counting from 0 (RFC 7143 11.7.5).
+pub fn data_out_sequence(offset: u32, len: u32, max_segment: u32) -> impl Iterator<Item = DataOutChunk> {
+    let max_segment = max_segment.max(1);
+    let count = len.div_ceil(max_segment);
+    (0..count).map(move |i| {
+        let start = i * max_segment;
+        DataOutChunk {
+            offset: offset + start,
+            len: (len - start).min(max_segment),
+            data_sn: DataSn(i),
+            final_: i + 1 == count,
+        }
+    })
+}
+
 fn check_data_sn(expected: DataSn, got: DataSn) -> Result<(), TransferError> {
     if expected == got {
         Ok(())
@@ -304,6 +369,51 @@ mod tests {
             data_sn: DataSn(data_sn),
             buffer_offset: offset,
         }
+    }
+
+    #[test]
+    fn initiator_write_plans() {
+        let generous = session(false, true, 262_144, 1 << 24, 8);
+        assert_eq!(
+            WritePlan::new(1 << 20, &generous, 262_144),
+            WritePlan {
+                immediate: 262_144,
+                unsolicited_end: 262_144
+            }
+        );
+        assert_eq!(
+            WritePlan::new(1 << 20, &generous, 65536),
+            WritePlan {
+                immediate: 65536,
+                unsolicited_end: 262_144
+            }
+        );
+        assert!(!WritePlan::new(1 << 20, &generous, 65536).command_final());
+        let tgtd = session(true, true, 65536, 262_144, 1);
+        let plan = WritePlan::new(10_000, &tgtd, 8192);
+        assert_eq!(
+            plan,
+            WritePlan {
+                immediate: 8192,
+                unsolicited_end: 8192
+            }
+        );
+        assert!(plan.command_final());
+        let strict = session(true, false, 65536, 262_144, 1);
+        assert_eq!(
+            WritePlan::new(4096, &strict, 8192),
+            WritePlan {
+                immediate: 0,
+                unsolicited_end: 0
+            }
+        );
+        let chunks: Vec<_> = data_out_sequence(8192, 20_000, 8192).collect();
+        assert_eq!(chunks.len(), 3);
+        assert_eq!(
+            (chunks[2].offset, chunks[2].len, chunks[2].data_sn, chunks[2].final_),
+            (24_576, 3616, DataSn(2), true)
+        );
+        assert_eq!(data_out_sequence(0, 0, 8192).count(), 0);
     }
 
     #[test]
@@ -454,6 +564,40 @@ mod tests {
             }
             prop_assert_eq!(at, expected);
             prop_assert_eq!(t.received(), expected);
+        }
+
+        /// The initiator's plan and sequences are exactly what the target's
+        /// bookkeeping accepts, whatever the negotiated values.
+        #[test]
+        fn initiator_and_target_agree(
+            len in 1u32..3_000_000,
+            initial_r2t: bool,
+            immediate_data: bool,
+            first_burst in 512u32..400_000,
+            max_burst in 512u32..400_000,
+            outstanding in 1u16..6,
+            segment in 512u32..300_000,
+        ) {
+            let s = session(initial_r2t, immediate_data, first_burst, max_burst, outstanding);
+            let plan = WritePlan::new(len, &s, segment);
+            let mut t = WriteTransfer::new(len, plan.immediate, plan.command_final(), &s).unwrap();
+            for c in data_out_sequence(plan.immediate, plan.unsolicited_end - plan.immediate, segment) {
+                t.on_data_out(&data_out(Ttt::RESERVED, c.data_sn.0, c.offset, c.final_), c.len).unwrap();
+            }
+            let mut tag = 0;
+            while !t.is_complete() {
+                let mut r2ts = Vec::new();
+                while let Some(r) = t.next_r2t(Ttt(tag)) {
+                    tag += 1;
+                    r2ts.push(r);
+                }
+                prop_assert!(!r2ts.is_empty());
+                for r in r2ts {
+                    for c in data_out_sequence(r.offset, r.len, segment) {
+                        t.on_data_out(&data_out(r.ttt, c.data_sn.0, c.offset, c.final_), c.len).unwrap();
+                    }
+                }
+            }
         }
 
         #[test]
