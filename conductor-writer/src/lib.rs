@@ -5,5 +5,12 @@
 //! for one-off network imaging. Every rule of RFC 7143 lives in
 //! [`iscsi_proto`]; this crate owns sockets, files, tasks and the command line.
 //!
-//! The initiator and its commands are built on this library; they are not
-//! written yet.
+//! # Layout
+//!
+//! - [`initiator`]: a pipelined iSCSI initiator over tokio (login, many
+//!   commands in flight within the target's window, R2T, Data-In, NOP).
+//!
+//! The image sources and the commands (`write`, `deploy`, ...) are still to
+//! come.
+
+pub mod initiator;

@@ -1,0 +1,1 @@
+//! Tests against real images made with qemu-img.
