@@ -23,6 +23,8 @@
 //!   formats: emit and parse.
 //! - `cdb/mod.rs` — [`Command`] and its field types, [`Cdb`], [`CdbError`].
 //! - `cdb/opcode.rs` — [`OperationCode`].
+//! - `cdb/reservation.rs` — PERSISTENT RESERVE IN/OUT fields: service
+//!   actions and [`PersistentReservationType`].
 //! - `cdb/parse.rs` — CDB bytes to [`Command`]: opcode dispatch, CONTROL
 //!   byte and per-command checks.
 //! - `cdb/fields.rs` — field decoding shared by the block commands' CDB
@@ -43,6 +45,8 @@
 //!   SELECT (6)/(10) parameter lists.
 //! - `data/mode_pages.rs` — the Caching (08h) and Control (0Ah) pages.
 //! - `data/opcodes.rs` — REPORT SUPPORTED OPERATION CODES data formats.
+//! - `data/reservations.rs` — PERSISTENT RESERVE OUT parameter list, the
+//!   PERSISTENT RESERVE IN data formats and the iSCSI TransportID.
 //! - `data/opcode_support.rs` — those formats filled in for this crate's
 //!   own parser (usage maps, the complete response).
 
@@ -54,8 +58,9 @@ pub mod status;
 
 pub use cdb::{
     ByteCheck, Cdb, CdbError, CdbSize, Command, CompareAndWrite, DataDirection, LbaRange, ModeSelect6, ModeSelect10,
-    ModeSense6, ModeSense10, OperationCode, PageControl, ReadWrite, ReportSupportedOperationCodes, ReportingOptions,
-    StartStopUnit, SyncRange, Verify, WriteAndVerify, WriteSame,
+    ModeSense6, ModeSense10, OperationCode, OrWrite, PageControl, PersistentReservationType, PersistentReserveIn,
+    PersistentReserveInAction, PersistentReserveOut, PersistentReserveOutAction, ReadWrite,
+    ReportSupportedOperationCodes, ReportingOptions, StartStopUnit, SyncRange, Verify, WriteAndVerify, WriteSame,
 };
 pub use sense::{AdditionalSense, FieldPointer, Sense, SenseBuffer, SenseError, SenseKey};
 pub use status::ScsiStatus;

@@ -216,6 +216,29 @@ impl Command {
                 w.b[13] = c.number_of_blocks;
                 w.finish()
             }
+            Self::OrWrite(o) => {
+                let mut w = Writer::new(Op::ORWRITE_16, 16);
+                w.flag(1, 4, o.dpo);
+                w.flag(1, 3, o.fua);
+                w.put(2, &o.lba.to_be_bytes());
+                w.put(10, &o.transfer_length.to_be_bytes());
+                w.finish()
+            }
+            Self::Reserve6 => Writer::new(Op::RESERVE_6, 6).finish(),
+            Self::Release6 => Writer::new(Op::RELEASE_6, 6).finish(),
+            Self::PersistentReserveIn(r) => {
+                let mut w = Writer::new(Op::PERSISTENT_RESERVE_IN, 10);
+                w.b[1] = r.service_action as u8;
+                w.put(7, &r.allocation_length.to_be_bytes());
+                w.finish()
+            }
+            Self::PersistentReserveOut(r) => {
+                let mut w = Writer::new(Op::PERSISTENT_RESERVE_OUT, 10);
+                w.b[1] = r.service_action as u8;
+                w.b[2] = ((r.scope & 0x0F) << 4) | (r.pr_type.0 & 0x0F);
+                w.put(5, &r.parameter_list_length.to_be_bytes());
+                w.finish()
+            }
         }
     }
 }
@@ -317,5 +340,36 @@ mod tests {
             [0x55, 0x01, 0, 0, 0, 0, 0, 1, 0x18, 0]
         );
         assert_eq!(Command::TestUnitReady.build().padded(), [0; 16], "padding is zero");
+        let orw = OrWrite {
+            lba: 0x0102,
+            transfer_length: 3,
+            dpo: true,
+            fua: false,
+        };
+        assert_eq!(
+            bytes(Command::OrWrite(orw)),
+            [0x8B, 0x10, 0, 0, 0, 0, 0, 0, 1, 2, 0, 0, 0, 3, 0, 0]
+        );
+        assert_eq!(bytes(Command::Reserve6), [0x16, 0, 0, 0, 0, 0]);
+        assert_eq!(bytes(Command::Release6), [0x17, 0, 0, 0, 0, 0]);
+        let prin = PersistentReserveIn {
+            service_action: PersistentReserveInAction::ReportCapabilities,
+            allocation_length: 0x0108,
+        };
+        assert_eq!(
+            bytes(Command::PersistentReserveIn(prin)),
+            [0x5E, 0x02, 0, 0, 0, 0, 0, 1, 8, 0]
+        );
+        let prout = PersistentReserveOut {
+            service_action: PersistentReserveOutAction::RegisterAndIgnoreExistingKey,
+            scope: 0x1F,
+            pr_type: PersistentReservationType(0xF5),
+            parameter_list_length: 24,
+        };
+        assert_eq!(
+            bytes(Command::PersistentReserveOut(prout)),
+            [0x5F, 0x06, 0xF5, 0, 0, 0, 0, 0, 24, 0],
+            "scope and type are masked to four bits"
+        );
     }
 }

@@ -19,7 +19,9 @@ impl Command {
             | Self::SynchronizeCache(_)
             | Self::PreFetch(_)
             | Self::StartStopUnit(_)
-            | Self::PreventAllowMediumRemoval { .. } => 0,
+            | Self::PreventAllowMediumRemoval { .. }
+            | Self::Reserve6
+            | Self::Release6 => 0,
             Self::RequestSense { allocation_length, .. } => u64::from(*allocation_length),
             Self::Inquiry { allocation_length, .. } => u64::from(*allocation_length),
             Self::ReadCapacity10 => 8,
@@ -45,6 +47,9 @@ impl Command {
                 parameter_list_length, ..
             } => u64::from(*parameter_list_length),
             Self::CompareAndWrite(c) => 2 * u64::from(c.number_of_blocks) * bs,
+            Self::OrWrite(o) => blocks(o.transfer_length),
+            Self::PersistentReserveIn(r) => u64::from(r.allocation_length),
+            Self::PersistentReserveOut(r) => u64::from(r.parameter_list_length),
         }
     }
 
@@ -65,7 +70,9 @@ impl Command {
             | Self::Unmap { .. }
             | Self::ModeSelect6(_)
             | Self::ModeSelect10(_)
-            | Self::CompareAndWrite(_) => DataDirection::ToDevice,
+            | Self::CompareAndWrite(_)
+            | Self::OrWrite(_)
+            | Self::PersistentReserveOut(_) => DataDirection::ToDevice,
             _ => DataDirection::FromDevice,
         }
     }
@@ -95,6 +102,7 @@ impl Command {
             },
             Self::WriteSame(w) => (!w.ndob).then_some(1),
             Self::CompareAndWrite(c) => Some(2 * u32::from(c.number_of_blocks)),
+            Self::OrWrite(o) => Some(o.transfer_length),
             _ => None,
         }
     }
@@ -116,6 +124,7 @@ impl Command {
             Self::WriteSame(w) => Some(range(w.lba, w.number_of_blocks, true)),
             Self::SynchronizeCache(s) | Self::PreFetch(s) => Some(range(s.lba, s.number_of_blocks, true)),
             Self::CompareAndWrite(c) => Some(range(c.lba, u32::from(c.number_of_blocks), false)),
+            Self::OrWrite(o) => Some(range(o.lba, o.transfer_length, false)),
             _ => None,
         }
     }
@@ -124,7 +133,7 @@ impl Command {
 #[cfg(test)]
 mod tests {
     use super::super::*;
-    use crate::scsi::{AdditionalSense, SenseKey};
+    use crate::scsi::{AdditionalSense, Sense, SenseKey};
 
     #[test]
     fn directions_and_lengths() {
@@ -177,6 +186,32 @@ mod tests {
             parameter_list_length: 0,
         });
         assert_eq!(empty.data_direction(), DataDirection::None);
+        let orw = Command::OrWrite(OrWrite {
+            lba: 10,
+            transfer_length: 4,
+            dpo: false,
+            fua: false,
+        });
+        assert_eq!(orw.data_direction(), DataDirection::ToDevice);
+        assert_eq!(orw.expected_transfer_len(512), Some(2048));
+        assert_eq!(orw.transfer_blocks(), Some(4));
+        assert_eq!(orw.lba_range().unwrap().check(13), Err(Sense::lba_out_of_range()));
+        assert_eq!(Command::Reserve6.data_direction(), DataDirection::None);
+        let prin = Command::PersistentReserveIn(PersistentReserveIn {
+            service_action: PersistentReserveInAction::ReadKeys,
+            allocation_length: 8,
+        });
+        assert_eq!(prin.data_direction(), DataDirection::FromDevice);
+        assert_eq!(prin.expected_transfer_len(4096), Some(8));
+        let prout = Command::PersistentReserveOut(PersistentReserveOut {
+            service_action: PersistentReserveOutAction::Register,
+            scope: 0,
+            pr_type: PersistentReservationType(0),
+            parameter_list_length: 24,
+        });
+        assert_eq!(prout.data_direction(), DataDirection::ToDevice);
+        assert_eq!(prout.expected_transfer_len(512), Some(24));
+        assert_eq!(prout.lba_range(), None);
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //!
 //! [`Command::parse`] is what a target runs on the CDB of a SCSI Command PDU;
 //! [`Command::build`] is what an initiator runs to fill it. The subset is
-//! SPC-4's mandatory and commonly used commands plus SBC-3's block commands;
+//! SPC-4's mandatory and commonly used commands (with SPC-2 RESERVE/RELEASE
+//! and SPC-4 persistent reservations) plus SBC-3's block commands;
 //! any other operation code is [`CdbError::InvalidOpcode`], which
 //! [`CdbError::sense`] turns into the response SPC-4 requires.
 //!
@@ -16,9 +17,14 @@ mod fields;
 mod info;
 mod opcode;
 mod parse;
+mod reservation;
 mod writer;
 
 pub use opcode::OperationCode;
+pub use reservation::{
+    PersistentReservationType, PersistentReserveIn, PersistentReserveInAction, PersistentReserveOut,
+    PersistentReserveOutAction,
+};
 
 use crate::scsi::sense::Sense;
 
@@ -149,6 +155,18 @@ pub struct SyncRange {
 pub struct CompareAndWrite {
     pub lba: u64,
     pub number_of_blocks: u8,
+    pub dpo: bool,
+    pub fua: bool,
+}
+
+/// ORWRITE (16) (SBC-3): the blocks are read, ORed with the Data-Out
+/// buffer and written back, as one uninterrupted operation. The GROUP
+/// NUMBER and the obsolete FUA_NV bit are not kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct OrWrite {
+    pub lba: u64,
+    /// TRANSFER LENGTH in logical blocks; 0 transfers and writes nothing.
+    pub transfer_length: u32,
     pub dpo: bool,
     pub fua: bool,
 }
@@ -296,6 +314,14 @@ pub enum Command {
         allocation_length: u32,
     },
     CompareAndWrite(CompareAndWrite),
+    OrWrite(OrWrite),
+    /// RESERVE (6) (SPC-2): reserve the whole logical unit for this I_T
+    /// nexus. Third-party and extent reservations are refused by the parser.
+    Reserve6,
+    /// RELEASE (6) (SPC-2).
+    Release6,
+    PersistentReserveIn(PersistentReserveIn),
+    PersistentReserveOut(PersistentReserveOut),
 }
 
 /// Which way a command's data moves, seen from the initiator — the R and W

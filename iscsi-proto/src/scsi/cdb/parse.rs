@@ -11,7 +11,8 @@ use super::fields::{
 };
 use super::{
     CdbError, CdbSize, Command, CompareAndWrite, ModeSelect6, ModeSelect10, ModeSense6, ModeSense10,
-    OperationCode as Op, ReportSupportedOperationCodes, ReportingOptions, StartStopUnit,
+    OperationCode as Op, OrWrite, PersistentReservationType, PersistentReserveIn, PersistentReserveInAction,
+    PersistentReserveOut, PersistentReserveOutAction, ReportSupportedOperationCodes, ReportingOptions, StartStopUnit,
 };
 
 impl Command {
@@ -84,6 +85,11 @@ fn supported(op: Op) -> bool {
             | Op::START_STOP_UNIT
             | Op::PREVENT_ALLOW_MEDIUM_REMOVAL
             | Op::COMPARE_AND_WRITE
+            | Op::ORWRITE_16
+            | Op::RESERVE_6
+            | Op::RELEASE_6
+            | Op::PERSISTENT_RESERVE_IN
+            | Op::PERSISTENT_RESERVE_OUT
     )
 }
 
@@ -226,6 +232,43 @@ fn parse_fields(op: Op, c: &C) -> Result<Command, CdbError> {
                 fua: bit(c, 1, 3),
             })
         }
+        Op::ORWRITE_16 => {
+            // ORPROTECT: no protection information, as for WRPROTECT.
+            no_protection(c)?;
+            Command::OrWrite(OrWrite {
+                lba: be64(c, 2),
+                transfer_length: be32(c, 10),
+                dpo: bit(c, 1, 4),
+                fua: bit(c, 1, 3),
+            })
+        }
+        Op::RESERVE_6 | Op::RELEASE_6 => {
+            // SPC-2: third-party reservations (3RDPTY) and extents (EXTENT,
+            // obsolete) are optional; a device server without them rejects
+            // the bits rather than reserving something else than asked.
+            if bit(c, 1, 4) {
+                return Err(invalid(1, Some(4)));
+            }
+            if bit(c, 1, 0) {
+                return Err(invalid(1, Some(0)));
+            }
+            if op == Op::RESERVE_6 {
+                Command::Reserve6
+            } else {
+                Command::Release6
+            }
+        }
+        // SPC-4: a reserved service action is INVALID FIELD IN CDB.
+        Op::PERSISTENT_RESERVE_IN => Command::PersistentReserveIn(PersistentReserveIn {
+            service_action: PersistentReserveInAction::from_code(c[1] & 0x1F).ok_or(invalid(1, Some(4)))?,
+            allocation_length: be16(c, 7),
+        }),
+        Op::PERSISTENT_RESERVE_OUT => Command::PersistentReserveOut(PersistentReserveOut {
+            service_action: PersistentReserveOutAction::from_code(c[1] & 0x1F).ok_or(invalid(1, Some(4)))?,
+            scope: c[2] >> 4,
+            pr_type: PersistentReservationType(c[2] & 0x0F),
+            parameter_list_length: be32(c, 5),
+        }),
         _ => return Err(CdbError::InvalidOpcode(op)),
     })
 }
@@ -319,6 +362,65 @@ mod tests {
         );
         let bad = [0xA3, 0x0C, 0x04, 0, 0, 0, 0, 0, 0x10, 0, 0, 0];
         assert_eq!(p(&bad), Err(CdbError::InvalidField { byte: 2, bit: Some(2) }));
+    }
+
+    #[test]
+    fn reservation_commands() {
+        assert_eq!(p(&[0x16, 0, 0, 0, 0, 0]), Ok(Command::Reserve6));
+        assert_eq!(p(&[0x17, 0xE0, 0, 0, 0, 0]), Ok(Command::Release6));
+        assert_eq!(
+            p(&[0x16, 0x10, 0, 0, 0, 0]),
+            Err(CdbError::InvalidField { byte: 1, bit: Some(4) })
+        );
+        assert_eq!(
+            p(&[0x17, 0x01, 0, 0, 0, 0]),
+            Err(CdbError::InvalidField { byte: 1, bit: Some(0) })
+        );
+        assert_eq!(
+            p(&[0x5E, 0x03, 0, 0, 0, 0, 0, 0x40, 0x00, 0]),
+            Ok(Command::PersistentReserveIn(PersistentReserveIn {
+                service_action: PersistentReserveInAction::ReadFullStatus,
+                allocation_length: 0x4000,
+            }))
+        );
+        assert_eq!(
+            p(&[0x5E, 0x04, 0, 0, 0, 0, 0, 0x40, 0x00, 0]),
+            Err(CdbError::InvalidField { byte: 1, bit: Some(4) })
+        );
+        assert_eq!(
+            p(&[0x5F, 0x01, 0x13, 0, 0, 0, 0, 0, 24, 0]),
+            Ok(Command::PersistentReserveOut(PersistentReserveOut {
+                service_action: PersistentReserveOutAction::Reserve,
+                scope: 1,
+                pr_type: PersistentReservationType::EXCLUSIVE_ACCESS,
+                parameter_list_length: 24,
+            }))
+        );
+        assert_eq!(
+            p(&[0x5F, 0x08, 0, 0, 0, 0, 0, 0, 24, 0]),
+            Err(CdbError::InvalidField { byte: 1, bit: Some(4) })
+        );
+    }
+
+    #[test]
+    fn orwrite_fields() {
+        let mut b = [0u8; 16];
+        b[0] = 0x8B;
+        b[1] = 0x1A; // DPO, FUA, FUA_NV (ignored)
+        b[9] = 7;
+        b[13] = 2;
+        b[14] = 0x1F; // GROUP NUMBER, ignored
+        assert_eq!(
+            p(&b),
+            Ok(Command::OrWrite(OrWrite {
+                lba: 7,
+                transfer_length: 2,
+                dpo: true,
+                fua: true,
+            }))
+        );
+        b[1] = 0x20; // ORPROTECT
+        assert_eq!(p(&b), Err(CdbError::InvalidField { byte: 1, bit: Some(7) }));
     }
 
     #[test]

@@ -212,6 +212,31 @@ fn command() -> impl Strategy<Value = Command> {
                 fua,
             })
         }),
+        (any::<u64>(), any::<u32>(), any::<bool>(), any::<bool>()).prop_map(|(lba, transfer_length, dpo, fua)| {
+            Command::OrWrite(OrWrite {
+                lba,
+                transfer_length,
+                dpo,
+                fua,
+            })
+        }),
+        Just(Command::Reserve6),
+        Just(Command::Release6),
+        (0u8..4, any::<u16>()).prop_map(|(sa, allocation_length)| {
+            Command::PersistentReserveIn(PersistentReserveIn {
+                service_action: PersistentReserveInAction::from_code(sa).unwrap_or(PersistentReserveInAction::ReadKeys),
+                allocation_length,
+            })
+        }),
+        (0u8..8, 0u8..16, 0u8..16, any::<u32>()).prop_map(|(sa, scope, t, parameter_list_length)| {
+            Command::PersistentReserveOut(PersistentReserveOut {
+                service_action: PersistentReserveOutAction::from_code(sa)
+                    .unwrap_or(PersistentReserveOutAction::Register),
+                scope,
+                pr_type: PersistentReservationType(t),
+                parameter_list_length,
+            })
+        }),
     ]
 }
 
@@ -249,8 +274,8 @@ proptest! {
     fn parse_any_16_bytes_of_known_opcodes(
         op in proptest::sample::select(vec![
             0x00u8, 0x03, 0x08, 0x0A, 0x12, 0x15, 0x1A, 0x1B, 0x1E, 0x25, 0x28, 0x2A, 0x2E, 0x2F,
-            0x34, 0x35, 0x41, 0x42, 0x55, 0x5A, 0x88, 0x89, 0x8A, 0x8E, 0x8F, 0x90, 0x91, 0x93,
-            0x9E, 0xA0, 0xA3, 0xA8, 0xAA, 0xAE, 0xAF,
+            0x16, 0x17, 0x34, 0x35, 0x41, 0x42, 0x55, 0x5A, 0x5E, 0x5F, 0x88, 0x89, 0x8A, 0x8B, 0x8E,
+            0x8F, 0x90, 0x91, 0x93, 0x9E, 0xA0, 0xA3, 0xA8, 0xAA, 0xAE, 0xAF,
         ]),
         rest in proptest::array::uniform15(any::<u8>()),
     ) {

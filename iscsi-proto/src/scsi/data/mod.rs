@@ -18,6 +18,7 @@ mod mode;
 mod mode_pages;
 mod opcode_support;
 mod opcodes;
+mod reservations;
 mod unmap;
 mod vpd;
 
@@ -29,6 +30,10 @@ pub use mode::{BlockDescriptor, ModePage, ModeParameters, ModeSelectList, select
 pub use mode_pages::{CachingPage, ControlPage};
 pub use opcode_support::{report_supported_operation_codes, usage_data};
 pub use opcodes::{CommandDescriptor, CommandTimeouts, OneCommandData, SupportedOperationCodes};
+pub use reservations::{
+    FullStatusDescriptor, PrOutParameterList, ReadFullStatusData, ReadKeysData, ReadReservationData,
+    ReportCapabilitiesData, ReservationDescriptor, iscsi_transport_id,
+};
 pub use unmap::{UnmapBlockDescriptor, UnmapLimits, UnmapParameterList};
 pub use vpd::{
     Association, CodeSet, Designator, DesignatorType, DeviceIdentification, PROTOCOL_ISCSI, SupportedVpdPages,
@@ -133,6 +138,11 @@ mod tests {
             let _ = LbaStatusList::parse(&b);
             let _ = ReportLunsData::parse(&b);
             let _ = ReportLunsData::full_length(&b);
+            let _ = ReadKeysData::parse(&b);
+            let _ = ReadReservationData::parse(&b);
+            let _ = ReportCapabilitiesData::parse(&b);
+            let _ = ReadFullStatusData::parse(&b);
+            let _ = PrOutParameterList::parse(&b, b.len() as u32);
         }
 
         #[test]
