@@ -5,7 +5,7 @@
 //! SCSI Response) goes to the writer task.
 
 use super::ffp::{Out, Shared};
-use crate::lu::{Completion, LogicalUnit, no_device_lun};
+use crate::lu::{Completion, LogicalUnit, Nexus, no_device_lun};
 use bytes::Bytes;
 use iscsi_proto::pdu::{DataIn, Pdu, Residual, ScsiResponse, ServiceResponse, sense_segment};
 use iscsi_proto::scsi::{AdditionalSense, Sense, SenseKey};
@@ -24,9 +24,9 @@ pub(crate) enum Unit {
 }
 
 impl Unit {
-    fn execute(&self, cdb: &[u8], data_out: &[u8]) -> Completion {
+    fn execute(&self, nexus: &Nexus, cdb: &[u8], data_out: &[u8]) -> Completion {
         match self {
-            Self::Disk(lu) => lu.execute(cdb, data_out),
+            Self::Disk(lu) => lu.execute_as(nexus, cdb, data_out),
             Self::NoDevice { luns } => no_device_lun(cdb, luns),
         }
     }
@@ -38,6 +38,8 @@ pub(crate) struct Job {
     pub itt: Itt,
     pub lun: Lun,
     pub unit: Unit,
+    /// The session's I_T nexus, which reservations are checked against.
+    pub nexus: Arc<Nexus>,
     pub cdb: Vec<u8>,
     pub data_out: Vec<u8>,
     /// Expected Data Transfer Length of the SCSI Command.
@@ -76,9 +78,10 @@ async fn run(mut job: Job, ctx: JobContext, aborted: Arc<AtomicBool>) {
         Some(answer) => answer,
         None => {
             let unit = job.unit.clone();
+            let nexus = job.nexus.clone();
             let cdb = std::mem::take(&mut job.cdb);
             let data = std::mem::take(&mut job.data_out);
-            match tokio::task::spawn_blocking(move || unit.execute(&cdb, &data)).await {
+            match tokio::task::spawn_blocking(move || unit.execute(&nexus, &cdb, &data)).await {
                 Ok(c) => c,
                 Err(e) => {
                     warn!("command execution failed: {e}");
@@ -163,7 +166,7 @@ fn answer(job: &Job, completion: Completion, max_segment: u32, max_burst: u32) -
 #[cfg(test)]
 mod tests {
     use super::*;
-    use iscsi_proto::pdu::Header;
+    use iscsi_proto::pdu::{Header, Isid};
     use iscsi_proto::scsi::ScsiStatus;
 
     fn job(read: bool, expected: u32) -> Job {
@@ -171,6 +174,7 @@ mod tests {
             itt: Itt(7),
             lun: Lun::from_index(1),
             unit: Unit::NoDevice { luns: vec![1] },
+            nexus: Arc::new(Nexus::new("iqn.2024-01.org.example:initiator", Isid::default())),
             cdb: vec![],
             data_out: vec![],
             expected,

@@ -3,7 +3,7 @@
 use super::ConnError;
 use super::command::{self, Job, JobContext, Unit};
 use super::wire::{PduReader, PduWriter};
-use crate::lu::Completion;
+use crate::lu::{Completion, Nexus};
 use crate::target::Target;
 use bytes::Bytes;
 use iscsi_proto::discovery::{self, SendTargetsRequest, TargetRecord, TextResponseSequence};
@@ -85,6 +85,8 @@ enum Flow {
 struct Ffp {
     target: Arc<Target>,
     outcome: LoginOutcome,
+    /// The session's I_T nexus, as the logical unit knows it.
+    nexus: Arc<Nexus>,
     shared: Arc<Shared>,
     out: mpsc::Sender<Out>,
     done_tx: mpsc::UnboundedSender<Itt>,
@@ -120,9 +122,11 @@ pub(crate) async fn run(
         SocketAddr::V4(a) => format!("{}:{},{}", a.ip(), a.port(), target.login_config.portal_group_tag),
         SocketAddr::V6(a) => format!("[{}]:{},{}", a.ip(), a.port(), target.login_config.portal_group_tag),
     };
+    let nexus = Arc::new(Nexus::new(outcome.initiator_name.clone(), outcome.isid));
     let mut ffp = Ffp {
         target: target.clone(),
         outcome,
+        nexus,
         shared,
         out,
         done_tx,
@@ -353,7 +357,9 @@ impl Ffp {
             return None;
         }
         let key = (self.outcome.initiator_name.clone(), self.outcome.isid);
-        self.target.take_unit_attention(&key, self.outcome.tsih)
+        self.target
+            .take_unit_attention(&key, self.outcome.tsih)
+            .or_else(|| self.target.lu.take_unit_attention(&self.nexus))
     }
 
     fn context(&self) -> JobContext {
@@ -386,6 +392,7 @@ impl Ffp {
             itt: cmd.itt,
             lun: cmd.lun,
             unit,
+            nexus: self.nexus.clone(),
             cdb,
             data_out: Vec::new(),
             expected: cmd.expected_len,
@@ -397,7 +404,10 @@ impl Ffp {
             job.answer = Some(check_condition(Sense::unit_attention(condition)));
         }
         let plan = match (&job.unit, &job.answer) {
-            (Unit::Disk(lu), None) => lu.plan(&job.cdb).map_err(|refused| job.answer = Some(refused)).ok(),
+            (Unit::Disk(lu), None) => lu
+                .plan(&self.nexus, &job.cdb)
+                .map_err(|refused| job.answer = Some(refused))
+                .ok(),
             _ => None,
         };
         let mut needed = plan.map_or(0, |p| p.data_out_len);
@@ -669,6 +679,9 @@ impl Ffp {
                 if ours(h.lun) {
                     self.abort_where(|_| true).await;
                     if h.function == TaskFunction::LOGICAL_UNIT_RESET {
+                        if h.lun.index() == Some(self.target.options.lun) {
+                            self.target.lu.reset();
+                        }
                         self.target
                             .raise_unit_attention(AdditionalSense::BUS_DEVICE_RESET_FUNCTION_OCCURRED);
                     }
@@ -679,6 +692,7 @@ impl Ffp {
             }
             TaskFunction::TARGET_WARM_RESET => {
                 self.abort_where(|_| true).await;
+                self.target.lu.reset();
                 self.target
                     .raise_unit_attention(AdditionalSense::BUS_DEVICE_RESET_FUNCTION_OCCURRED);
                 (TmfResponse::FUNCTION_COMPLETE, Flow::Continue)
@@ -686,6 +700,7 @@ impl Ffp {
             TaskFunction::TARGET_COLD_RESET => {
                 // RFC 7143 11.5.1: the target then drops every connection.
                 self.abort_where(|_| true).await;
+                self.target.lu.reset();
                 (TmfResponse::FUNCTION_COMPLETE, Flow::Stop)
             }
             TaskFunction::TASK_REASSIGN => (TmfResponse::REASSIGNMENT_NOT_SUPPORTED, Flow::Continue),
@@ -751,6 +766,10 @@ impl Ffp {
             self.shared.complete_command();
         }
         self.finish_running().await;
+        if !self.discovery() {
+            // SPC-2: the end of the I_T nexus releases its RESERVE.
+            self.target.lu.nexus_lost(&self.nexus);
+        }
         let (tx, rx) = oneshot::channel();
         if self.out.send(Out::Close(tx)).await.is_ok() {
             let _ = tokio::time::timeout(Duration::from_secs(10), rx).await;

@@ -1,13 +1,15 @@
 //! The data path: READ, WRITE, VERIFY, WRITE AND VERIFY, COMPARE AND
-//! WRITE, SYNCHRONIZE CACHE, and the one place an `io::Error` becomes
-//! sense data.
+//! WRITE, ORWRITE, SYNCHRONIZE CACHE, and the one place an `io::Error`
+//! becomes sense data.
 //!
 //! Every function here runs after `LogicalUnit::admit`, so the LBA range
 //! and the transfer length (at most the advertised maximum) are already
 //! checked, and the Data-Out buffer has exactly the length the CDB implies.
 
 use super::LogicalUnit;
-use iscsi_proto::scsi::{AdditionalSense, ByteCheck, CompareAndWrite, Sense, SenseKey, Verify, WriteAndVerify};
+use iscsi_proto::scsi::{
+    AdditionalSense, ByteCheck, CompareAndWrite, OrWrite, Sense, SenseKey, Verify, WriteAndVerify,
+};
 use std::io;
 
 /// Which side of the medium failed, for the ASC of a MEDIUM ERROR.
@@ -163,5 +165,23 @@ impl LogicalUnit {
             return Err(Sense::miscompare(offset as u64));
         }
         self.write_unlocked(c.lba, write, c.fua)
+    }
+
+    /// ORWRITE (16). SBC-3 makes it one uninterrupted series of actions:
+    /// read the blocks, OR them with the Data-Out buffer, write the result.
+    /// Like COMPARE AND WRITE it holds the medium lock alone, so no other
+    /// write lands in between.
+    pub(super) fn or_write(&self, o: &OrWrite, data: &[u8]) -> Result<(), Sense> {
+        if o.transfer_length == 0 {
+            // SBC-3: a zero TRANSFER LENGTH is not an error; nothing is
+            // read or written.
+            return Ok(());
+        }
+        let _exclusive = self.exclusive();
+        let mut blocks = self.read(o.lba, o.transfer_length)?;
+        for (block, bits) in blocks.iter_mut().zip(data) {
+            *block |= bits;
+        }
+        self.write_unlocked(o.lba, &blocks, o.fua)
     }
 }

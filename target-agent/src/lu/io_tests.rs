@@ -1,12 +1,12 @@
 //! Command-level tests of the data path: reads and writes, their limits
-//! and errors, VERIFY, WRITE AND VERIFY and COMPARE AND WRITE, over
+//! and errors, VERIFY, WRITE AND VERIFY, COMPARE AND WRITE and ORWRITE, over
 //! `MemDevice`. Provisioning commands are in `provisioning_tests.rs`.
 
-use super::tests::{BLOCKS, BS, cdb_field, check, good, identity, illegal, lu_on, mem_lu, run};
+use super::tests::{BLOCKS, BS, cdb_field, check, good, identity, illegal, lu_on, mem_lu, nexus, run};
 use super::*;
 use crate::backend::MemDevice;
 use iscsi_proto::scsi::data::{LbaStatusList, UnmapBlockDescriptor, UnmapParameterList};
-use iscsi_proto::scsi::{CompareAndWrite, ReadWrite, SenseKey, SyncRange, Verify, WriteAndVerify, WriteSame};
+use iscsi_proto::scsi::{CompareAndWrite, OrWrite, ReadWrite, SenseKey, SyncRange, Verify, WriteAndVerify, WriteSame};
 use std::io;
 
 pub(super) const BSU: usize = BS as usize;
@@ -254,7 +254,7 @@ fn read_only_refuses_every_change() {
         check(c, SenseKey::DATA_PROTECT, AdditionalSense::WRITE_PROTECTED);
     }
     let refused = lu
-        .plan(Command::Write(ReadWrite::new(0, 1)).build().as_bytes())
+        .plan(&nexus(), Command::Write(ReadWrite::new(0, 1)).build().as_bytes())
         .unwrap_err();
     check(refused, SenseKey::DATA_PROTECT, AdditionalSense::WRITE_PROTECTED);
     assert_eq!(good(read(&lu, 0, 1)), vec![0; BSU]);
@@ -452,7 +452,7 @@ fn compare_and_write() {
     // asked for with a wrapped count: libiscsi 1.19 sends 256 blocks as a
     // NUMBER OF LOGICAL BLOCKS of 0 with 256 blocks' worth of Data-Out, and
     // expects INVALID FIELD IN CDB, not a Data-Out size error.
-    let p = lu.plan(caw(0, 0).build().as_bytes()).unwrap();
+    let p = lu.plan(&nexus(), caw(0, 0).build().as_bytes()).unwrap();
     let over = 2 * 256 * u64::from(BS);
     let s = illegal(
         p.check_expected_length(over).unwrap_err(),
@@ -471,7 +471,7 @@ fn compare_and_write() {
             AdditionalSense::INVALID_FIELD_IN_COMMAND_INFORMATION_UNIT,
         );
     }
-    let p = lu.plan(caw(0, 255).build().as_bytes()).unwrap();
+    let p = lu.plan(&nexus(), caw(0, 255).build().as_bytes()).unwrap();
     assert!(p.check_expected_length(2 * 255 * u64::from(BS)).is_ok());
     let small = lu.with_limits(Limits {
         max_compare_and_write_blocks: 1,
@@ -484,11 +484,11 @@ fn compare_and_write() {
     assert_eq!(s.field_pointer, cdb_field(13, None));
     // The CDB's own limit comes first, whatever the Data-Out.
     let s = illegal(
-        small.plan(caw(50, 2).build().as_bytes()).unwrap_err(),
+        small.plan(&nexus(), caw(50, 2).build().as_bytes()).unwrap_err(),
         AdditionalSense::INVALID_FIELD_IN_CDB,
     );
     assert_eq!(s.field_pointer, cdb_field(13, None));
-    let p = small.plan(caw(50, 0).build().as_bytes()).unwrap();
+    let p = small.plan(&nexus(), caw(50, 0).build().as_bytes()).unwrap();
     let s = illegal(
         p.check_expected_length(4 * u64::from(BS)).unwrap_err(),
         AdditionalSense::INVALID_FIELD_IN_CDB,
@@ -533,4 +533,99 @@ fn compare_and_write_is_atomic() {
         .collect();
     handles.into_iter().for_each(|h| h.join().unwrap());
     assert_eq!(good(read(&lu, 0, 1)), block(200));
+}
+
+fn orwrite(lba: u64, transfer_length: u32) -> Command {
+    Command::OrWrite(OrWrite {
+        lba,
+        transfer_length,
+        dpo: false,
+        fua: false,
+    })
+}
+
+#[test]
+fn orwrite_ors_the_data_into_the_blocks() {
+    let (dev, lu) = mem_lu();
+    good(write(&lu, 4, &[vec![0x0F; BSU], vec![0x00; BSU]].concat()));
+    let mut data = vec![0xA0; 2 * BSU];
+    data[BSU] = 0x5A;
+    good(run(&lu, orwrite(4, 2), &data));
+    let back = good(read(&lu, 4, 2));
+    assert!(back[..BSU].iter().all(|&b| b == 0xAF));
+    assert_eq!((back[BSU], back[BSU + 1]), (0x5A, 0xA0));
+    // Blocks around the range are untouched.
+    assert_eq!(good(read(&lu, 3, 1)), vec![0; BSU]);
+    assert_eq!(good(read(&lu, 6, 1)), vec![0; BSU]);
+    // Zero blocks: nothing moves, nothing is written.
+    let before = dev.snapshot();
+    good(run(&lu, orwrite(0, 0), &[]));
+    assert_eq!(dev.snapshot(), before);
+    // FUA makes it durable; so does a disabled write cache.
+    let flushes = dev.flush_count();
+    let fua = Command::OrWrite(OrWrite {
+        lba: 0,
+        transfer_length: 1,
+        dpo: true,
+        fua: true,
+    });
+    good(run(&lu, fua, &pattern(1, 1)));
+    assert_eq!(dev.flush_count(), flushes + 1);
+}
+
+#[test]
+fn orwrite_errors() {
+    let (dev, lu) = mem_lu();
+    let one = pattern(1, 3);
+    // The whole range must exist, also for zero blocks.
+    illegal(run(&lu, orwrite(BLOCKS, 1), &one), AdditionalSense::LBA_OUT_OF_RANGE);
+    illegal(run(&lu, orwrite(BLOCKS + 1, 0), &[]), AdditionalSense::LBA_OUT_OF_RANGE);
+    illegal(run(&lu, orwrite(u64::MAX, 2), &one), AdditionalSense::LBA_OUT_OF_RANGE);
+    // More than MAXIMUM TRANSFER LENGTH, before any data is collected.
+    let small = LogicalUnit::new(dev.clone(), identity()).with_limits(Limits {
+        max_transfer_blocks: 8,
+        ..Limits::for_block_size(BS)
+    });
+    let e = small.plan(&nexus(), orwrite(0, 9).build().as_bytes()).unwrap_err();
+    assert_eq!(e.sense.unwrap().field_pointer, cdb_field(10, None));
+    // Data-Out must be exactly the blocks.
+    illegal(
+        run(&lu, orwrite(0, 2), &one),
+        AdditionalSense::INVALID_FIELD_IN_COMMAND_INFORMATION_UNIT,
+    );
+    let p = lu.plan(&nexus(), orwrite(0, 2).build().as_bytes()).unwrap();
+    assert_eq!(p.data_out_len, 2 * u64::from(BS));
+    assert!(p.check_expected_length(u64::from(BS)).is_err());
+    // ORPROTECT: no protection information.
+    let mut cdb = orwrite(0, 1).build().padded();
+    cdb[1] |= 0x20;
+    let s = illegal(lu.execute(&cdb, &one), AdditionalSense::INVALID_FIELD_IN_CDB);
+    assert_eq!(s.field_pointer, cdb_field(1, Some(7)));
+    assert!(dev.snapshot().iter().all(|&b| b == 0));
+    let (_, ro) = lu_on(MemDevice::new(BS, BLOCKS).with_read_only(true));
+    check(
+        run(&ro, orwrite(0, 1), &one),
+        SenseKey::DATA_PROTECT,
+        AdditionalSense::WRITE_PROTECTED,
+    );
+}
+
+/// Threads OR their own bit into the same blocks: with the read, OR and
+/// write done as one, no bit is lost to another thread's write.
+#[test]
+fn orwrite_is_atomic() {
+    let (_, lu) = mem_lu();
+    let lu = Arc::new(lu);
+    let handles: Vec<_> = (0..8u8)
+        .map(|bit| {
+            let lu = lu.clone();
+            std::thread::spawn(move || {
+                for lba in 0..32 {
+                    good(run(&lu, orwrite(lba, 2), &vec![1 << bit; 2 * BSU]));
+                }
+            })
+        })
+        .collect();
+    handles.into_iter().for_each(|h| h.join().unwrap());
+    assert!(good(read(&lu, 0, 33)).iter().all(|&b| b == 0xFF));
 }

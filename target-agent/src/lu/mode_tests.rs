@@ -4,7 +4,9 @@
 //! data, changed, sent back.
 
 use super::io_tests::{BSU, pattern, read, unmap, write, write_same};
-use super::tests::{BLOCKS, BS, cdb_field, check, good, illegal, list_field, lu_on, mem_lu, mode_sense_6, rsoc, run};
+use super::tests::{
+    BLOCKS, BS, cdb_field, check, good, illegal, list_field, lu_on, mem_lu, mode_sense_6, nexus, rsoc, run,
+};
 use super::*;
 use crate::backend::MemDevice;
 use iscsi_proto::scsi::data::{
@@ -104,7 +106,7 @@ fn swp_write_protects_until_cleared() {
     write_protected(unmap(&lu, &[(0, 1)]));
     write_protected(run(&lu, caw(1), &[one.clone(), one.clone()].concat()));
     write_protected(
-        lu.plan(Command::Write(ReadWrite::new(0, 1)).build().as_bytes())
+        lu.plan(&nexus(), Command::Write(ReadWrite::new(0, 1)).build().as_bytes())
             .unwrap_err(),
     );
     // Reads, and the commands that do not change the medium, still work.
@@ -341,7 +343,7 @@ fn mode_select_cdb_and_length_checks() {
     longer.extend_from_slice(&[0xFF; 8]);
     good(run(&lu, Command::ModeSelect6(m), &longer));
     assert!(lu.write_protected());
-    let p = lu.plan(Command::ModeSelect6(m).build().as_bytes()).unwrap();
+    let p = lu.plan(&nexus(), Command::ModeSelect6(m).build().as_bytes()).unwrap();
     assert_eq!(
         (p.direction, p.data_out_len),
         (DataDirection::ToDevice, list.len() as u64)
@@ -352,7 +354,9 @@ fn mode_select_cdb_and_length_checks() {
         AdditionalSense::PARAMETER_LIST_LENGTH_ERROR,
     );
     // MODE SELECT is not a change to the medium: allowed while protected.
-    let p = lu.plan(Command::ModeSelect10(no_pf).build().as_bytes()).unwrap();
+    let p = lu
+        .plan(&nexus(), Command::ModeSelect10(no_pf).build().as_bytes())
+        .unwrap();
     assert_eq!(p.data_out_len, list10.len() as u64);
 }
 

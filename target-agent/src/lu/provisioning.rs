@@ -35,6 +35,7 @@ impl LogicalUnit {
         let mut data = ReadCapacity16Data {
             lbpme: self.thin,
             lbprz: self.thin,
+            logical_blocks_per_physical_block_exponent: self.limits.physical_block_exponent,
             ..ReadCapacity16Data::from_capacity(self.capacity(), self.block_size())
         }
         .to_bytes()

@@ -3,7 +3,7 @@
 //! sparse file, whose holes are what GET LBA STATUS reports.
 
 use super::io_tests::{BSU, DEALLOCATED, MAPPED, lba_status, pattern, read, unmap, unmap_list, write, write_same};
-use super::tests::{BLOCKS, BS, cdb_field, check, good, identity, illegal, lu_on, mem_lu, run};
+use super::tests::{BLOCKS, BS, cdb_field, check, good, identity, illegal, lu_on, mem_lu, nexus, run};
 use super::*;
 use crate::backend::{FileDevice, FileOptions, MemDevice};
 use iscsi_proto::scsi::{CompareAndWrite, ReadWrite, SenseKey, WriteSame};
@@ -217,6 +217,7 @@ fn unmap_errors() {
     illegal(unmap(&full, &[(0, 1)]), AdditionalSense::INVALID_COMMAND_OPERATION_CODE);
     illegal(
         full.plan(
+            &nexus(),
             Command::Unmap {
                 anchor: false,
                 parameter_list_length: 24,

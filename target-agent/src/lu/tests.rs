@@ -4,6 +4,7 @@
 
 use super::*;
 use crate::backend::MemDevice;
+use iscsi_proto::pdu::Isid;
 use iscsi_proto::scsi::data::{BlockLimits, DeviceIdentification, SupportedOperationCodes};
 use iscsi_proto::scsi::{
     FieldPointer, ModeSense6, ModeSense10, PageControl, ReadWrite, ReportSupportedOperationCodes, ReportingOptions,
@@ -15,6 +16,11 @@ pub(super) const BLOCKS: u64 = 1024;
 
 pub(super) fn identity() -> Identity {
     Identity::new("iqn.2024-01.org.example:node1", 1)
+}
+
+/// The I_T nexus `LogicalUnit::execute` runs commands on.
+pub(super) fn nexus() -> Nexus {
+    Nexus::new("iqn.2024-01.org.example:tester", Isid([0x80, 0, 0, 0, 0, 1]))
 }
 
 pub(super) fn mem_lu() -> (Arc<MemDevice>, LogicalUnit) {
@@ -107,7 +113,7 @@ fn invalid_opcodes_and_fields() {
     );
     assert_eq!(s.field_pointer, cdb_field(9, Some(2)));
     // And the same answers from plan(), before any data moves.
-    let e = lu.plan(&[0x28, 0, 0, 0, 0, 0, 0, 0, 1, 0x04]).unwrap_err();
+    let e = lu.plan(&nexus(), &[0x28, 0, 0, 0, 0, 0, 0, 0, 1, 0x04]).unwrap_err();
     assert_eq!(e.sense.unwrap().field_pointer, cdb_field(9, Some(2)));
 }
 
@@ -241,6 +247,16 @@ fn read_capacity() {
     let (_, full) = lu_on(MemDevice::new(4096, 3).without_discard());
     let rc16 = good(run(&full, Command::ReadCapacity16 { allocation_length: 32 }, &[]));
     assert_eq!(&rc16[..16], &[0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0x10, 0, 0, 0, 0, 0]);
+    // LOGICAL BLOCKS PER PHYSICAL BLOCK EXPONENT: 0 unless configured.
+    assert_eq!(lu.limits().physical_block_exponent, 0);
+    let limits = Limits {
+        physical_block_exponent: 3,
+        ..Limits::for_block_size(BS)
+    };
+    let (_, lu) = mem_lu();
+    let lu = lu.with_limits(limits);
+    let rc16 = good(run(&lu, Command::ReadCapacity16 { allocation_length: 32 }, &[]));
+    assert_eq!((rc16[13], rc16[14]), (0x03, 0xC0));
 }
 
 pub(super) fn mode_sense_6(lu: &LogicalUnit, dbd: bool, pc: PageControl, page: u8, alloc: u8) -> Completion {
@@ -452,7 +468,7 @@ fn report_supported_operation_codes_follows_provisioning() {
 #[test]
 fn plans() {
     let (_, lu) = mem_lu();
-    let plan = |cmd: Command| lu.plan(cmd.build().as_bytes());
+    let plan = |cmd: Command| lu.plan(&nexus(), cmd.build().as_bytes());
     let p = plan(Command::Read(ReadWrite::new(8, 8))).unwrap();
     assert_eq!(
         (p.direction, p.data_out_len, p.data_in_len),
@@ -503,7 +519,7 @@ fn plans() {
     });
     let s = illegal(
         small
-            .plan(Command::Read(ReadWrite::new(0, 9)).build().as_bytes())
+            .plan(&nexus(), Command::Read(ReadWrite::new(0, 9)).build().as_bytes())
             .unwrap_err(),
         AdditionalSense::INVALID_FIELD_IN_CDB,
     );
@@ -540,7 +556,7 @@ proptest::proptest! {
             proptest::prop_assert_eq!(c.sense.is_some(), c.status == ScsiStatus::CHECK_CONDITION);
             proptest::prop_assert!(c.data.len() <= 16384 * 512);
         }
-        if let Ok(p) = lu.plan(&cdb) {
+        if let Ok(p) = lu.plan(&nexus(), &cdb) {
             let _ = p.check_expected_length(data.len() as u64);
         }
     }
