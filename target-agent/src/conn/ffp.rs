@@ -725,21 +725,11 @@ impl Ffp {
             LogoutReason::CLOSE_CONNECTION => LogoutResponseCode::CID_NOT_FOUND,
             _ => LogoutResponseCode::RECOVERY_NOT_SUPPORTED,
         };
-        if response != LogoutResponseCode::CLOSED {
-            let header = LogoutResponse {
-                response,
-                itt: h.itt,
-                stat_sn: StatSn(0),
-                exp_cmd_sn: CmdSn(0),
-                max_cmd_sn: CmdSn(0),
-                time2wait: 0,
-                time2retain: 0,
-            };
-            self.send(Pdu::new(header)).await;
-            return Flow::Continue;
+        let closing = response == LogoutResponseCode::CLOSED;
+        if closing {
+            // Commands in flight finish and answer before the logout does.
+            self.finish_running().await;
         }
-        // Commands in flight finish and answer before the logout does.
-        self.finish_running().await;
         let header = LogoutResponse {
             response,
             itt: h.itt,
@@ -750,6 +740,9 @@ impl Ffp {
             time2retain: 0,
         };
         self.send(Pdu::new(header)).await;
+        if !closing {
+            return Flow::Continue;
+        }
         info!("logged out");
         Flow::Stop
     }
