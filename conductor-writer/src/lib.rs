@@ -9,8 +9,16 @@
 //!
 //! - [`initiator`]: a pipelined iSCSI initiator over tokio (login, many
 //!   commands in flight within the target's window, R2T, Data-In, NOP).
+//! - [`source`]: disk images (raw, qcow2) as a stream of data and zero runs,
+//!   and checksums of image files.
+//! - [`disk`]: a remote LUN's geometry and abilities; commands retried as
+//!   SAM-5 expects.
+//! - [`write`]: an image onto a disk, data as WRITE (16), zeroes as WRITE
+//!   SAME (16), many commands in flight.
 //!
-//! The image sources and the commands (`write`, `deploy`, ...) are still to
-//! come.
+//! The command line (`write`, `deploy`, ...) is still to come.
 
+pub mod disk;
 pub mod initiator;
+pub mod source;
+pub mod write;

@@ -56,7 +56,10 @@ impl FromStr for Checksum {
     type Err = SourceError;
 
     fn from_str(input: &str) -> Result<Self, Self::Err> {
-        let invalid = |reason: String| SourceError::InvalidChecksum { input: input.to_owned(), reason };
+        let invalid = |reason: String| SourceError::InvalidChecksum {
+            input: input.to_owned(),
+            reason,
+        };
         let Some((algorithm, hex)) = input.trim().split_once(':') else {
             let reason = match input.trim().len() {
                 32 => "no algorithm given (if this is an MD5 digest, write md5:<digest>)".to_owned(),
@@ -68,23 +71,26 @@ impl FromStr for Checksum {
         match algorithm.to_ascii_lowercase().as_str() {
             "sha256" => parse_hex::<32>(hex).map(Checksum::Sha256).map_err(invalid),
             "md5" => parse_hex::<16>(hex).map(Checksum::Md5).map_err(invalid),
-            other => Err(invalid(format!("unknown algorithm {other:?} (sha256 and md5 are supported)"))),
+            other => Err(invalid(format!(
+                "unknown algorithm {other:?} (sha256 and md5 are supported)"
+            ))),
         }
     }
 }
 
 /// Decode exactly `N` bytes of hex, either case.
 fn parse_hex<const N: usize>(hex: &str) -> Result<[u8; N], String> {
+    if let Some(bad) = hex.chars().find(|c| !c.is_ascii_hexdigit()) {
+        return Err(format!("{bad:?} is not a hex digit"));
+    }
     if hex.len() != 2 * N {
         return Err(format!("expected {} hex digits, got {}", 2 * N, hex.len()));
     }
     let mut out = [0u8; N];
     for (byte, pair) in out.iter_mut().zip(hex.as_bytes().chunks_exact(2)) {
-        let digit = |c: u8| {
-            char::from(c).to_digit(16).ok_or_else(|| format!("{:?} is not a hex digit", char::from(c)))
-        };
-        let (hi, lo) = (digit(pair[0])?, digit(pair[1])?);
-        *byte = u8::try_from(hi << 4 | lo).map_err(|e| e.to_string())?;
+        // Both are ASCII hex digits (checked above), so this cannot fail.
+        let pair = std::str::from_utf8(pair).map_err(|e| e.to_string())?;
+        *byte = u8::from_str_radix(pair, 16).map_err(|e| e.to_string())?;
     }
     Ok(out)
 }
@@ -98,7 +104,11 @@ pub fn verify_checksum(path: &Path, expected: &Checksum) -> Result<(), SourceErr
         tracing::debug!(path = %path.display(), checksum = %actual, "image checksum verified");
         Ok(())
     } else {
-        Err(SourceError::ChecksumMismatch { path: path.to_path_buf(), expected: *expected, actual })
+        Err(SourceError::ChecksumMismatch {
+            path: path.to_path_buf(),
+            expected: *expected,
+            actual,
+        })
     }
 }
 

@@ -41,9 +41,17 @@ impl ImageFile {
             None
         };
         if let Some(what) = what {
-            return Err(SourceError::NotAFile { path: path.to_path_buf(), what });
+            return Err(SourceError::NotAFile {
+                path: path.to_path_buf(),
+                what,
+            });
         }
-        let mut image = ImageFile { file, path: path.to_path_buf(), size: 0, block_device: file_type.is_block_device() };
+        let mut image = ImageFile {
+            file,
+            path: path.to_path_buf(),
+            size: 0,
+            block_device: file_type.is_block_device(),
+        };
         image.size = image.current_size().map_err(|e| SourceError::open(path, e))?;
         Ok(image)
     }
@@ -60,11 +68,17 @@ impl ImageFile {
 
     /// Fail with [`SourceError::SizeChanged`] unless the size is still what it was at open.
     pub(crate) fn check_unchanged(&self) -> Result<(), SourceError> {
-        let actual = self.current_size().map_err(|e| SourceError::io(&self.path, self.size, e))?;
+        let actual = self
+            .current_size()
+            .map_err(|e| SourceError::io(&self.path, self.size, e))?;
         if actual == self.size {
             Ok(())
         } else {
-            Err(SourceError::SizeChanged { path: self.path.clone(), expected: self.size, actual })
+            Err(SourceError::SizeChanged {
+                path: self.path.clone(),
+                expected: self.size,
+                actual,
+            })
         }
     }
 
@@ -94,12 +108,17 @@ pub(crate) enum Detected {
 /// Tell the format of `image` from its magic numbers.
 pub(crate) fn detect(image: &ImageFile) -> Result<Detected, SourceError> {
     let mut head = [0u8; 512];
-    let n = image.read_up_to(0, &mut head).map_err(|e| SourceError::io(&image.path, 0, e))?;
+    let n = image
+        .read_up_to(0, &mut head)
+        .map_err(|e| SourceError::io(&image.path, 0, e))?;
     let mut tail = [0u8; 512];
     // A fixed VHD is raw data followed by a 512-byte footer, so its magic is at the end.
     let tail_at = image.size.saturating_sub(512);
     let has_tail = image.size >= 1024
-        && image.read_up_to(tail_at, &mut tail).map_err(|e| SourceError::io(&image.path, tail_at, e))? == 512;
+        && image
+            .read_up_to(tail_at, &mut tail)
+            .map_err(|e| SourceError::io(&image.path, tail_at, e))?
+            == 512;
     Ok(detect_bytes(&head[..n], has_tail.then_some(&tail[..])))
 }
 
@@ -164,7 +183,10 @@ mod tests {
         assert_eq!(with(b"vhdxfile"), Detected::Foreign(ForeignFormat::Vhdx));
         assert_eq!(with(b"conectix"), Detected::Foreign(ForeignFormat::Vhd));
         assert_eq!(with(b"QED\0"), Detected::Foreign(ForeignFormat::Qed));
-        assert_eq!(with(b"BZh91AY&SY"), Detected::Foreign(ForeignFormat::Compressed("bzip2-compressed")));
+        assert_eq!(
+            with(b"BZh91AY&SY"),
+            Detected::Foreign(ForeignFormat::Compressed("bzip2-compressed"))
+        );
         assert_eq!(with(b"BZh is not bzip2"), Detected::Raw);
         assert_eq!(with(b"\xeb\x63\x90"), Detected::Raw, "an MBR boot sector is raw");
         assert_eq!(with(b""), Detected::Raw);
@@ -174,6 +196,9 @@ mod tests {
         assert_eq!(detect_bytes(&vdi, None), Detected::Foreign(ForeignFormat::Vdi));
         let mut footer = vec![0u8; 512];
         footer[..8].copy_from_slice(b"conectix");
-        assert_eq!(detect_bytes(&[0u8; 512], Some(&footer)), Detected::Foreign(ForeignFormat::Vhd));
+        assert_eq!(
+            detect_bytes(&[0u8; 512], Some(&footer)),
+            Detected::Foreign(ForeignFormat::Vhd)
+        );
     }
 }

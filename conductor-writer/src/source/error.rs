@@ -51,7 +51,7 @@ fn convert_hint(format: &ForeignFormat, path: &std::path::Path) -> String {
     let p = path.display();
     match format {
         ForeignFormat::Compressed(_) => {
-            format!("decompress it first (gunzip / unxz / unzstd / bunzip2) and pass the result")
+            "decompress it first (gunzip / unxz / unzstd / bunzip2) and pass the result".into()
         }
         _ => format!("convert it first: `qemu-img convert -O raw {p} {p}.raw`, then pass {p}.raw"),
     }
@@ -61,51 +61,90 @@ fn convert_hint(format: &ForeignFormat, path: &std::path::Path) -> String {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum SourceError {
+    /// The image file does not exist.
     #[error("image {path}: no such file; check the path (and that the image was downloaded)")]
     NotFound { path: PathBuf },
 
+    /// The image file exists but cannot be opened or examined.
     #[error("image {path}: cannot read it: {error}; check its permissions and that it is a regular file")]
     Unreadable { path: PathBuf, error: io::Error },
 
+    /// The path names a directory, character device, pipe or socket.
     #[error("image {path}: is {what}, not a regular file or block device; pass an image file")]
     NotAFile { path: PathBuf, what: &'static str },
 
+    /// A recognised format that is not decoded here (the message says how to convert it).
     #[error("image {path}: is a {} image, which is not supported; {}", format.name(), convert_hint(format, path))]
     UnsupportedFormat { path: PathBuf, format: ForeignFormat },
 
-    #[error("image {path}: was given as qcow2 but is not a qcow2 image (no \"QFI\\xfb\" magic); use format auto or raw")]
+    /// `FormatChoice::Qcow2` was asked for a file without the qcow2 magic.
+    #[error(
+        "image {path}: was given as qcow2 but is not a qcow2 image (no \"QFI\\xfb\" magic); use format auto or raw"
+    )]
     NotQcow2 { path: PathBuf },
 
+    /// The qcow2 structure is invalid (header, L1/L2 tables, truncation, or as imago reports).
     #[error("image {path}: the qcow2 image is corrupt: {detail}; run `qemu-img check {}` to see more, or rebuild the image", path.display())]
     Qcow2Corrupt { path: PathBuf, detail: String },
 
+    /// zstd-compressed clusters (imago decodes zlib only).
     #[error("image {path}: the qcow2 image uses zstd compression, which is not supported; run `qemu-img convert -O raw {} {}.raw` (or `-O qcow2 -c -o compression_type=zlib`) and pass the result", path.display(), path.display())]
     Qcow2Zstd { path: PathBuf },
 
-    #[error("image {path}: the qcow2 image is encrypted ({method}), which is not supported; decrypt it with `qemu-img convert --object secret,... --image-opts ... -O raw` first")]
+    /// AES or LUKS encryption (imago has no decryption; it would write ciphertext).
+    #[error(
+        "image {path}: the qcow2 image is encrypted ({method}), which is not supported; decrypt it first: `qemu-img convert --object secret,id=k,file=KEYFILE --image-opts driver=qcow2,file.filename={},encrypt.key-secret=k -O raw {}.raw`", path.display(), path.display()
+    )]
     Qcow2Encrypted { path: PathBuf, method: &'static str },
 
+    /// Guest data lives in a separate data file.
     #[error("image {path}: the qcow2 image keeps its data in an external data file, which is not supported; run `qemu-img convert -O raw {} {}.raw` and pass the result", path.display(), path.display())]
     Qcow2ExternalData { path: PathBuf },
 
+    /// A qcow2 version or incompatible feature this reader does not handle.
     #[error("image {path}: the qcow2 image uses {feature}, which is not supported; run `qemu-img convert -O raw {} {}.raw` and pass the result", path.display(), path.display())]
     Qcow2Unsupported { path: PathBuf, feature: String },
 
-    #[error("image {path}: its backing file {backing} ({resolved}) {problem}; put the backing file in place (relative names are relative to the image's directory) or run `qemu-img rebase`")]
-    BackingFile { path: PathBuf, backing: String, resolved: PathBuf, problem: String },
+    /// A backing file is missing, unreadable, of an unknown format, too deep, or loops.
+    #[error(
+        "image {path}: its backing file {backing} ({resolved}) {problem}; put the backing file in place (relative names are relative to the image's directory) or run `qemu-img rebase`"
+    )]
+    BackingFile {
+        path: PathBuf,
+        backing: String,
+        resolved: PathBuf,
+        problem: String,
+    },
 
-    #[error("image {path}: checksum mismatch: expected {expected}, got {actual}; the image is damaged or not the one intended, download it again")]
-    ChecksumMismatch { path: PathBuf, expected: Checksum, actual: Checksum },
+    /// The image file's digest is not the expected one.
+    #[error(
+        "image {path}: checksum mismatch: expected {expected}, got {actual}; the image is damaged or not the one intended, download it again"
+    )]
+    ChecksumMismatch {
+        path: PathBuf,
+        expected: Checksum,
+        actual: Checksum,
+    },
 
+    /// A checksum string that does not parse.
     #[error("invalid checksum {input:?}: {reason}; write it as sha256:<64 hex digits> or md5:<32 hex digits>")]
     InvalidChecksum { input: String, reason: String },
 
-    #[error("image {path}: changed while being read (it was {expected} bytes, now {actual}); do not modify an image during a deploy, then retry")]
+    /// The image file's size changed between opening and reading.
+    #[error(
+        "image {path}: changed while being read (it was {expected} bytes, now {actual}); do not modify an image during a deploy, then retry"
+    )]
     SizeChanged { path: PathBuf, expected: u64, actual: u64 },
 
+    /// A read failed at `offset` (in the image as the disk sees it).
     #[error("image {path}: read error at offset {offset}: {error}; check the disk or file system holding the image")]
-    Io { path: PathBuf, offset: u64, error: io::Error },
+    Io {
+        path: PathBuf,
+        offset: u64,
+        error: io::Error,
+    },
 
+    /// `OpenOptions` out of range.
     #[error("invalid image options: {reason}")]
     InvalidOptions { reason: String },
 }
@@ -114,19 +153,31 @@ impl SourceError {
     /// Classify a failure to open or stat `path`.
     pub(crate) fn open(path: &std::path::Path, error: io::Error) -> Self {
         if error.kind() == io::ErrorKind::NotFound {
-            SourceError::NotFound { path: path.to_path_buf() }
+            SourceError::NotFound {
+                path: path.to_path_buf(),
+            }
         } else {
-            SourceError::Unreadable { path: path.to_path_buf(), error }
+            SourceError::Unreadable {
+                path: path.to_path_buf(),
+                error,
+            }
         }
     }
 
     /// A read failure at `offset` of `path`.
     pub(crate) fn io(path: &std::path::Path, offset: u64, error: io::Error) -> Self {
-        SourceError::Io { path: path.to_path_buf(), offset, error }
+        SourceError::Io {
+            path: path.to_path_buf(),
+            offset,
+            error,
+        }
     }
 
     /// A structural problem in a qcow2 file.
     pub(crate) fn corrupt(path: &std::path::Path, detail: impl Into<String>) -> Self {
-        SourceError::Qcow2Corrupt { path: path.to_path_buf(), detail: detail.into() }
+        SourceError::Qcow2Corrupt {
+            path: path.to_path_buf(),
+            detail: detail.into(),
+        }
     }
 }

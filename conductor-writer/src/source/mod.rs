@@ -128,7 +128,10 @@ pub const MAX_ZERO_GRANULARITY: u32 = 64 << 20;
 
 impl Default for OpenOptions {
     fn default() -> Self {
-        OpenOptions { format: FormatChoice::Auto, zero_granularity: 4096 }
+        OpenOptions {
+            format: FormatChoice::Auto,
+            zero_granularity: 4096,
+        }
     }
 }
 
@@ -152,12 +155,20 @@ pub(crate) fn open_with(path: &Path, options: &OpenOptions, seek_data: bool) -> 
         FormatChoice::Auto => match detect(&image)? {
             Detected::Raw => Format::Raw,
             Detected::Qcow2 => Format::Qcow2,
-            Detected::Foreign(format) => return Err(SourceError::UnsupportedFormat { path: path.into(), format }),
+            Detected::Foreign(format) => {
+                return Err(SourceError::UnsupportedFormat {
+                    path: path.into(),
+                    format,
+                });
+            }
         },
         FormatChoice::Qcow2 => match detect(&image)? {
             Detected::Qcow2 => Format::Qcow2,
             Detected::Foreign(format @ ForeignFormat::Qcow1) => {
-                return Err(SourceError::UnsupportedFormat { path: path.into(), format });
+                return Err(SourceError::UnsupportedFormat {
+                    path: path.into(),
+                    format,
+                });
             }
             _ => return Err(SourceError::NotQcow2 { path: path.into() }),
         },

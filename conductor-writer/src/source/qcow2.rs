@@ -47,7 +47,7 @@ pub(crate) struct Qcow2Extents {
     size: u64,
 }
 
-/// One file of the chain, top first.
+/// One backing file.
 #[derive(Debug)]
 enum Layer {
     Qcow2(ImageFile),
@@ -58,25 +58,24 @@ impl Qcow2Source {
     pub(crate) fn open(top: ImageFile, granule: u32) -> Result<Self, SourceError> {
         let header = read_header(&top)?;
         let size = header.size;
-        let chain = walk_chain(top, header)?;
+        let (top, backing_chain) = walk_chain(top, header)?;
+        // Open from the bottom up, each layer on top of the one below it.
         let mut lower: Option<FormatAccess<ImagoFile>> = None;
-        let mut top_file = None;
-        for layer in chain.into_iter().rev() {
-            let (image, is_qcow2) = match layer {
-                Layer::Qcow2(image) => (image, true),
-                Layer::Raw(image) => (image, false),
+        for layer in backing_chain.into_iter().rev() {
+            let opened = match layer {
+                Layer::Qcow2(image) => open_layer(&image, true, lower.take())?,
+                Layer::Raw(image) => open_layer(&image, false, None)?,
             };
-            let opened = open_layer(&image, is_qcow2, lower.take())?;
             lower = Some(opened);
-            top_file = Some(image);
         }
-        let (Some(access), Some(top)) = (lower, top_file) else {
-            return Err(SourceError::InvalidOptions { reason: "empty qcow2 chain".into() });
-        };
+        let access = open_layer(&top, true, lower)?;
         tracing::debug!(path = %top.path.display(), size, "opened qcow2 image");
         let mut extents = Qcow2Extents { access, top, size };
         let data_hint = extents.data_bytes();
-        Ok(Qcow2Source { chunker: Chunker::new(extents, size, granule), data_hint })
+        Ok(Qcow2Source {
+            chunker: Chunker::new(extents, size, granule),
+            data_hint,
+        })
     }
 
     #[cfg(test)]
@@ -103,12 +102,15 @@ impl Source for Qcow2Source {
     }
 }
 
-/// Follow backing file names from `top` down, checking each file; returns the chain, top first.
-fn walk_chain(top: ImageFile, header: Qcow2Header) -> Result<Vec<Layer>, SourceError> {
+/// Follow backing file names from `top` down, checking each file; returns `top` and its
+/// backing files, nearest first.
+fn walk_chain(top: ImageFile, header: Qcow2Header) -> Result<(ImageFile, Vec<Layer>), SourceError> {
     let mut seen = HashSet::new();
     seen.insert(top.path.canonicalize().unwrap_or_else(|_| top.path.clone()));
-    let mut next = header.backing_file.map(|name| (name, header.backing_format, top.path.clone()));
-    let mut chain = vec![Layer::Qcow2(top)];
+    let mut next = header
+        .backing_file
+        .map(|name| (name, header.backing_format, top.path.clone()));
+    let mut chain = Vec::new();
     while let Some((name, format, overlay)) = next.take() {
         let resolved = resolve(&overlay, &name);
         let backing_error = |problem: String| SourceError::BackingFile {
@@ -117,15 +119,19 @@ fn walk_chain(top: ImageFile, header: Qcow2Header) -> Result<Vec<Layer>, SourceE
             resolved: resolved.clone(),
             problem,
         };
-        if chain.len() >= MAX_CHAIN {
-            return Err(backing_error(format!("is more than {MAX_CHAIN} files down the backing chain")));
+        if chain.len() + 1 >= MAX_CHAIN {
+            return Err(backing_error(format!(
+                "is more than {MAX_CHAIN} files down the backing chain"
+            )));
         }
         let image = ImageFile::open(&resolved).map_err(|e| match e {
             SourceError::NotFound { .. } => backing_error("does not exist".into()),
             other => backing_error(format!("cannot be opened ({other})")),
         })?;
         if !seen.insert(resolved.canonicalize().unwrap_or_else(|_| resolved.clone())) {
-            return Err(backing_error("is already in the backing chain (the chain loops)".into()));
+            return Err(backing_error(
+                "is already in the backing chain (the chain loops)".into(),
+            ));
         }
         let is_qcow2 = match format.as_deref() {
             Some("qcow2") => true,
@@ -140,13 +146,15 @@ fn walk_chain(top: ImageFile, header: Qcow2Header) -> Result<Vec<Layer>, SourceE
         };
         if is_qcow2 {
             let header = read_header(&image)?;
-            next = header.backing_file.map(|name| (name, header.backing_format, resolved.clone()));
+            next = header
+                .backing_file
+                .map(|name| (name, header.backing_format, resolved.clone()));
             chain.push(Layer::Qcow2(image));
         } else {
             chain.push(Layer::Raw(image));
         }
     }
-    Ok(chain)
+    Ok((top, chain))
 }
 
 /// A backing file name as QEMU reads it: relative names are relative to the overlay's directory.
@@ -170,7 +178,10 @@ fn open_layer(
     let storage = ImagoFile::from_open_file(file, options).map_err(|e| SourceError::open(path, e))?;
     let gate = DenyImplicitOpenGate::default();
     let opened = if is_qcow2 {
-        let builder = Qcow2::<ImagoFile>::builder(storage).write(false).backing(backing).data_file(None);
+        let builder = Qcow2::<ImagoFile>::builder(storage)
+            .write(false)
+            .backing(backing)
+            .data_file(None);
         builder.open(gate).map(FormatAccess::new)
     } else {
         Raw::builder(storage).write(false).open(gate).map(FormatAccess::new)
@@ -215,18 +226,24 @@ impl ExtentMap for Qcow2Extents {
             .get_mapping(offset, self.size - offset)
             .map_err(|e| imago_error(path, Some(offset), e))?;
         if len == 0 {
-            return Err(SourceError::corrupt(path, format!("no mapping at guest offset {offset}")));
+            return Err(SourceError::corrupt(
+                path,
+                format!("no mapping at guest offset {offset}"),
+            ));
         }
         let extent = match mapping {
             Mapping::Zero { .. } => Extent::Zero,
-            Mapping::Raw { storage, offset: host, .. } => {
+            Mapping::Raw {
+                storage, offset: host, ..
+            } => {
                 let file_size = storage.size().map_err(|e| imago_error(path, Some(offset), e))?;
-                if host >= file_size {
+                // Past the end a file reads as zeroes: a cut-off download would look fine.
+                if host.saturating_add(len) > file_size {
                     return Err(SourceError::corrupt(
                         path,
                         format!(
-                            "the data for guest offset {offset} is at {host} in {storage}, beyond its end \
-                             ({file_size} bytes): the image is truncated"
+                            "the data for guest offset {offset} ({len} bytes at {host} in {storage}) runs \
+                             past the end of that file ({file_size} bytes): the image is truncated"
                         ),
                     ));
                 }
@@ -239,7 +256,9 @@ impl ExtentMap for Qcow2Extents {
     }
 
     fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), SourceError> {
-        self.access.read(buf, offset).map_err(|e| imago_error(&self.top.path, Some(offset), e))?;
+        self.access
+            .read(buf, offset)
+            .map_err(|e| imago_error(&self.top.path, Some(offset), e))?;
         self.top.check_unchanged()
     }
 

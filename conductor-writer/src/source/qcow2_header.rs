@@ -58,11 +58,15 @@ pub(crate) struct Qcow2Header {
 }
 
 fn be32(b: &[u8], at: usize) -> u32 {
-    b.get(at..at + 4).and_then(|s| s.try_into().ok()).map_or(0, u32::from_be_bytes)
+    b.get(at..at + 4)
+        .and_then(|s| s.try_into().ok())
+        .map_or(0, u32::from_be_bytes)
 }
 
 fn be64(b: &[u8], at: usize) -> u64 {
-    b.get(at..at + 8).and_then(|s| s.try_into().ok()).map_or(0, u64::from_be_bytes)
+    b.get(at..at + 8)
+        .and_then(|s| s.try_into().ok())
+        .map_or(0, u64::from_be_bytes)
 }
 
 /// Read and check the header of the qcow2 file `image`.
@@ -70,23 +74,34 @@ pub(crate) fn read_header(image: &ImageFile) -> Result<Qcow2Header, SourceError>
     let path = &image.path;
     let corrupt = |detail: String| SourceError::corrupt(path, detail);
     let mut fixed = [0u8; field::V3_END + 8];
-    let got = image.read_up_to(0, &mut fixed).map_err(|e| SourceError::io(path, 0, e))?;
+    let got = image
+        .read_up_to(0, &mut fixed)
+        .map_err(|e| SourceError::io(path, 0, e))?;
     if got < field::V2_END {
-        return Err(corrupt(format!("the header is truncated (the file has only {got} bytes)")));
+        return Err(corrupt(format!(
+            "the header is truncated (the file has only {got} bytes)"
+        )));
     }
     let version = be32(&fixed, field::VERSION);
     if version != 2 && version != 3 {
-        return Err(SourceError::Qcow2Unsupported { path: path.clone(), feature: format!("format version {version}") });
+        return Err(SourceError::Qcow2Unsupported {
+            path: path.clone(),
+            feature: format!("format version {version}"),
+        });
     }
     let cluster_bits = be32(&fixed, field::CLUSTER_BITS);
     if !(9..=21).contains(&cluster_bits) {
-        return Err(corrupt(format!("cluster size 2^{cluster_bits} is out of range (2^9 to 2^21)")));
+        return Err(corrupt(format!(
+            "cluster size 2^{cluster_bits} is out of range (2^9 to 2^21)"
+        )));
     }
     let cluster_size = 1usize << cluster_bits;
 
     // The header, its extensions and the backing file name all lie in the first cluster.
     let mut head = vec![0u8; cluster_size];
-    let got = image.read_up_to(0, &mut head).map_err(|e| SourceError::io(path, 0, e))?;
+    let got = image
+        .read_up_to(0, &mut head)
+        .map_err(|e| SourceError::io(path, 0, e))?;
     head.truncate(got);
 
     let header_length = if version == 2 {
@@ -94,17 +109,33 @@ pub(crate) fn read_header(image: &ImageFile) -> Result<Qcow2Header, SourceError>
     } else {
         let length = be32(&head, field::HEADER_LENGTH) as usize;
         if got < field::V3_END || length < field::V3_END || length > got {
-            return Err(corrupt(format!("the version 3 header is truncated or its length ({length}) is invalid")));
+            return Err(corrupt(format!(
+                "the version 3 header is truncated or its length ({length}) is invalid"
+            )));
         }
         length
     };
-    let incompatible = if version == 3 { be64(&head, field::INCOMPATIBLE_FEATURES) } else { 0 };
+    let incompatible = if version == 3 {
+        be64(&head, field::INCOMPATIBLE_FEATURES)
+    } else {
+        0
+    };
     check_features(image, incompatible, &head, header_length)?;
 
     match be32(&head, field::CRYPT_METHOD) {
         0 => {}
-        1 => return Err(SourceError::Qcow2Encrypted { path: path.clone(), method: "AES" }),
-        2 => return Err(SourceError::Qcow2Encrypted { path: path.clone(), method: "LUKS" }),
+        1 => {
+            return Err(SourceError::Qcow2Encrypted {
+                path: path.clone(),
+                method: "AES",
+            });
+        }
+        2 => {
+            return Err(SourceError::Qcow2Encrypted {
+                path: path.clone(),
+                method: "LUKS",
+            });
+        }
         other => return Err(corrupt(format!("unknown encryption method {other}"))),
     }
 
@@ -123,9 +154,17 @@ pub(crate) fn read_header(image: &ImageFile) -> Result<Qcow2Header, SourceError>
 /// Refuse incompatible features we cannot (or must not) read through.
 fn check_features(image: &ImageFile, bits: u64, head: &[u8], header_length: usize) -> Result<(), SourceError> {
     let path = image.path.clone();
-    let unsupported = |feature: &str| Err(SourceError::Qcow2Unsupported { path: path.clone(), feature: feature.into() });
+    let unsupported = |feature: &str| {
+        Err(SourceError::Qcow2Unsupported {
+            path: path.clone(),
+            feature: feature.into(),
+        })
+    };
     if bits & incompatible::CORRUPT != 0 {
-        return Err(SourceError::corrupt(&path, "QEMU has marked it corrupt (incompatible feature bit 1)"));
+        return Err(SourceError::corrupt(
+            &path,
+            "QEMU has marked it corrupt (incompatible feature bit 1)",
+        ));
     }
     if bits & incompatible::DIRTY != 0 {
         return Err(SourceError::corrupt(
@@ -137,11 +176,18 @@ fn check_features(image: &ImageFile, bits: u64, head: &[u8], header_length: usiz
         return Err(SourceError::Qcow2ExternalData { path });
     }
     if bits & incompatible::COMPRESSION_TYPE != 0 {
-        let kind = if header_length > field::COMPRESSION_TYPE { head.get(field::COMPRESSION_TYPE) } else { None };
+        let kind = if header_length > field::COMPRESSION_TYPE {
+            head.get(field::COMPRESSION_TYPE)
+        } else {
+            None
+        };
         return match kind {
             Some(1) => Err(SourceError::Qcow2Zstd { path }),
             Some(other) => unsupported(&format!("compression type {other}")),
-            None => Err(SourceError::corrupt(&path, "the compression type bit is set but the field is missing")),
+            None => Err(SourceError::corrupt(
+                &path,
+                "the compression type bit is set but the field is missing",
+            )),
         };
     }
     if bits & incompatible::EXTENDED_L2 != 0 {
@@ -160,10 +206,15 @@ fn backing_file_name(image: &ImageFile, head: &[u8]) -> Result<Option<String>, S
         return Ok(None);
     }
     let size = be32(head, field::BACKING_FILE_SIZE);
-    let range = usize::try_from(offset).ok().and_then(|start| Some(start..start.checked_add(size as usize)?));
+    let range = usize::try_from(offset)
+        .ok()
+        .and_then(|start| Some(start..start.checked_add(size as usize)?));
     let name = range.filter(|_| size <= 1023).and_then(|r| head.get(r));
     let name = name.ok_or_else(|| {
-        SourceError::corrupt(&image.path, format!("the backing file name ({size} bytes at {offset}) is outside the header"))
+        SourceError::corrupt(
+            &image.path,
+            format!("the backing file name ({size} bytes at {offset}) is outside the header"),
+        )
     })?;
     String::from_utf8(name.to_vec())
         .map(Some)
@@ -180,7 +231,10 @@ fn backing_format(image: &ImageFile, head: &[u8], header_length: usize) -> Resul
         };
         let (kind, len) = (be32(ext, 0), be32(ext, 4) as usize);
         let data = head.get(at + 8..at + 8 + len).ok_or_else(|| {
-            SourceError::corrupt(&image.path, format!("header extension {kind:#x} runs past the first cluster"))
+            SourceError::corrupt(
+                &image.path,
+                format!("header extension {kind:#x} runs past the first cluster"),
+            )
         })?;
         match kind {
             EXT_END => return Ok(None),
@@ -202,12 +256,17 @@ fn check_l1(image: &ImageFile, header: &Qcow2Header) -> Result<(), SourceError> 
     // Each L2 table maps cluster_size / 8 clusters.
     let l2_span = 1u128 << (2 * header.cluster_bits - 3);
     if u128::from(l1_size) * l2_span < u128::from(header.size) {
-        return corrupt(format!("the L1 table ({l1_size} entries) is too small for the virtual size {}", header.size));
+        return corrupt(format!(
+            "the L1 table ({l1_size} entries) is too small for the virtual size {}",
+            header.size
+        ));
     }
     if l1_size > MAX_L1_ENTRIES {
-        return corrupt(format!("the L1 table has {l1_size} entries (at most {MAX_L1_ENTRIES} are allowed)"));
+        return corrupt(format!(
+            "the L1 table has {l1_size} entries (at most {MAX_L1_ENTRIES} are allowed)"
+        ));
     }
-    if l1_size > 0 && l1_offset % cluster_size != 0 {
+    if l1_size > 0 && !l1_offset.is_multiple_of(cluster_size) {
         return corrupt(format!("the L1 table offset {l1_offset} is not cluster-aligned"));
     }
     let l1_end = l1_offset.checked_add(u64::from(l1_size) * 8);
@@ -222,14 +281,16 @@ fn check_l1(image: &ImageFile, header: &Qcow2Header) -> Result<(), SourceError> 
     while index < u64::from(l1_size) {
         let at = l1_offset + index * 8;
         let want = (u64::from(l1_size) - index).min(buf.len() as u64 / 8) as usize * 8;
-        let got = image.read_up_to(at, &mut buf[..want]).map_err(|e| SourceError::io(&image.path, at, e))?;
+        let got = image
+            .read_up_to(at, &mut buf[..want])
+            .map_err(|e| SourceError::io(&image.path, at, e))?;
         if got < want {
             image.check_unchanged()?;
             return corrupt(format!("the L1 table at {l1_offset} could not be read whole"));
         }
         for entry in buf[..want].chunks_exact(8) {
             let l2 = be64(entry, 0) & L1_OFFSET_MASK;
-            if l2 != 0 && (l2 % cluster_size != 0 || l2.saturating_add(cluster_size) > file_size) {
+            if l2 != 0 && (!l2.is_multiple_of(cluster_size) || l2.saturating_add(cluster_size) > file_size) {
                 let guest = u128::from(index) * l2_span;
                 return corrupt(format!(
                     "the L2 table for guest offset {guest} is at {l2}, which is unaligned or beyond the end \

@@ -28,14 +28,24 @@ pub(crate) struct RawExtents {
     image: ImageFile,
     /// False once the file system said it cannot report holes.
     seek_data: bool,
+    /// The last extent found, `[start, end)`: finding an extent's end can cost the file system
+    /// a walk over it (tmpfs walks its page cache), so each extent is looked up once.
+    last: Option<(u64, u64, Extent)>,
 }
 
 impl RawSource {
     pub(crate) fn new(image: ImageFile, granule: u32, seek_data: bool) -> Self {
         let size = image.size;
-        let mut extents = RawExtents { image, seek_data };
+        let mut extents = RawExtents {
+            image,
+            seek_data,
+            last: None,
+        };
         let data_hint = extents.data_bytes();
-        RawSource { chunker: Chunker::new(extents, size, granule), data_hint }
+        RawSource {
+            chunker: Chunker::new(extents, size, granule),
+            data_hint,
+        }
     }
 
     #[cfg(test)]
@@ -81,6 +91,24 @@ impl RawExtents {
         }
     }
 
+    /// Ask the file system for the extent at `offset`.
+    fn find_extent(&mut self, offset: u64) -> Result<(Extent, u64), SourceError> {
+        let to_end = self.image.size.saturating_sub(offset).max(1);
+        if !self.seek_data {
+            return Ok((Extent::Data, to_end));
+        }
+        match self.seek(offset, Whence::SeekData)? {
+            // No data from here on: a hole up to the end (or the file shrank; `finish` says so).
+            None if self.seek_data => Ok((Extent::Zero, to_end)),
+            None => Ok((Extent::Data, to_end)),
+            Some(data) if data > offset => Ok((Extent::Zero, data - offset)),
+            Some(_) => match self.seek(offset, Whence::SeekHole)? {
+                Some(hole) if hole > offset => Ok((Extent::Data, hole - offset)),
+                _ => Ok((Extent::Data, to_end)),
+            },
+        }
+    }
+
     /// Bytes in data extents (all of it without `SEEK_DATA`), or `None` if too fragmented.
     fn data_bytes(&mut self) -> Option<u64> {
         let size = self.image.size;
@@ -102,25 +130,21 @@ impl RawExtents {
 
 impl ExtentMap for RawExtents {
     fn extent_at(&mut self, offset: u64) -> Result<(Extent, u64), SourceError> {
-        let to_end = self.image.size.saturating_sub(offset).max(1);
-        if !self.seek_data {
-            return Ok((Extent::Data, to_end));
+        if let Some((start, end, extent)) = self.last
+            && (start..end).contains(&offset)
+        {
+            return Ok((extent, end - offset));
         }
-        match self.seek(offset, Whence::SeekData)? {
-            // No data from here on: a hole up to the end (or the file shrank; `finish` says so).
-            None if self.seek_data => Ok((Extent::Zero, to_end)),
-            None => Ok((Extent::Data, to_end)),
-            Some(data) if data > offset => Ok((Extent::Zero, data - offset)),
-            Some(_) => match self.seek(offset, Whence::SeekHole)? {
-                Some(hole) if hole > offset => Ok((Extent::Data, hole - offset)),
-                _ => Ok((Extent::Data, to_end)),
-            },
-        }
+        let (extent, len) = self.find_extent(offset)?;
+        self.last = Some((offset, offset.saturating_add(len), extent));
+        Ok((extent, len))
     }
 
     fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), SourceError> {
         let image = &self.image;
-        let n = image.read_up_to(offset, buf).map_err(|e| SourceError::io(&image.path, offset, e))?;
+        let n = image
+            .read_up_to(offset, buf)
+            .map_err(|e| SourceError::io(&image.path, offset, e))?;
         if n < buf.len() {
             image.check_unchanged()?;
             // Same size but a short read: the device or file system lied; say where.

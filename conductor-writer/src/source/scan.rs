@@ -10,8 +10,8 @@
 
 use bytes::{Bytes, BytesMut};
 
-use super::error::SourceError;
 use super::Chunk;
+use super::error::SourceError;
 
 /// What a format knows about a range without reading it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -73,7 +73,15 @@ pub(crate) struct Chunker<M> {
 impl<M: ExtentMap> Chunker<M> {
     pub(crate) fn new(map: M, size: u64, granule: u32) -> Self {
         let granule = u64::from(granule);
-        Chunker { map, size, granule, pos: 0, pending: Bytes::new(), bytes_read: 0, finished: false }
+        Chunker {
+            map,
+            size,
+            granule,
+            pos: 0,
+            pending: Bytes::new(),
+            bytes_read: 0,
+            finished: false,
+        }
     }
 
     pub(crate) fn size(&self) -> u64 {
@@ -121,7 +129,10 @@ impl<M: ExtentMap> Chunker<M> {
             }
         }
         if self.pos > start {
-            return Ok(Some(Chunk::Zero { offset: start, len: self.pos - start }));
+            return Ok(Some(Chunk::Zero {
+                offset: start,
+                len: self.pos - start,
+            }));
         }
         let len = self.leading_granules(false);
         let data = self.pending.split_to(len);

@@ -1,0 +1,180 @@
+//! A remote LUN as the writer sees it: its geometry and abilities, and
+//! commands retried the way SAM-5 expects an initiator to retry them.
+
+use crate::initiator::{Completion, Session, SessionError};
+use bytes::Bytes;
+use iscsi_proto::Lun;
+use iscsi_proto::scsi::data::{BlockLimits, LogicalBlockProvisioning, ReadCapacity16Data};
+use iscsi_proto::scsi::{Command, ScsiStatus, Sense, SenseKey};
+use std::sync::Arc;
+use std::time::Duration;
+use tracing::debug;
+
+/// Why a disk operation failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum DiskError {
+    #[error(transparent)]
+    Session(#[from] SessionError),
+    #[error("{what} failed: {status}{}", sense.as_ref().map(|s| format!(" ({:?} / {:?})", s.key, s.additional_sense)).unwrap_or_default())]
+    Command {
+        what: String,
+        status: ScsiStatus,
+        sense: Option<Sense>,
+    },
+    #[error("the target's answer to {0} is malformed")]
+    Malformed(&'static str),
+}
+
+/// What a LUN is and can do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Geometry {
+    pub block_size: u32,
+    pub blocks: u64,
+    /// Largest transfer per command, in blocks (0: no limit stated).
+    pub max_transfer_blocks: u32,
+    /// Largest WRITE SAME, in blocks (0: no limit stated).
+    pub max_write_same_blocks: u64,
+    /// WRITE SAME (16) with UNMAP is supported.
+    pub unmap_write_same: bool,
+    /// Unmapped blocks read as zeroes (LBPRZ).
+    pub zeroes_after_unmap: bool,
+}
+
+impl Geometry {
+    /// Capacity in bytes.
+    #[must_use]
+    pub fn capacity(&self) -> u64 {
+        self.blocks * u64::from(self.block_size)
+    }
+}
+
+/// A LUN reached through one or more sessions.
+#[derive(Debug, Clone)]
+pub struct Disk {
+    sessions: Vec<Arc<Session>>,
+    lun: Lun,
+    pub geometry: Geometry,
+}
+
+/// How many times a unit attention, BUSY or TASK SET FULL is retried.
+const RETRIES: u32 = 30;
+
+impl Disk {
+    /// Learn the LUN's geometry (clearing unit attentions on every session).
+    pub async fn probe(sessions: Vec<Arc<Session>>, lun: Lun) -> Result<Self, DiskError> {
+        let mut disk = Self {
+            sessions,
+            lun,
+            geometry: Geometry {
+                block_size: 512,
+                blocks: 0,
+                max_transfer_blocks: 0,
+                max_write_same_blocks: 0,
+                unmap_write_same: false,
+                zeroes_after_unmap: false,
+            },
+        };
+        for n in 0..disk.sessions.len() {
+            disk.run_on(n, "TEST UNIT READY", &Command::TestUnitReady, Bytes::new(), 0)
+                .await?;
+        }
+        let cap = disk
+            .run(
+                "READ CAPACITY (16)",
+                &Command::ReadCapacity16 { allocation_length: 32 },
+                Bytes::new(),
+                32,
+            )
+            .await?;
+        let cap = ReadCapacity16Data::parse(&cap.data).map_err(|_| DiskError::Malformed("READ CAPACITY (16)"))?;
+        disk.geometry.block_size = cap.block_length;
+        disk.geometry.blocks = cap.returned_lba + 1;
+        // The VPD pages are optional: a target without them gets plain writes.
+        let limits = Command::Inquiry {
+            evpd: true,
+            page_code: 0xb0,
+            allocation_length: 64,
+        };
+        if let Ok(page) = disk.run("INQUIRY (Block Limits)", &limits, Bytes::new(), 64).await
+            && let Ok(limits) = BlockLimits::parse(&page.data)
+        {
+            disk.geometry.max_transfer_blocks = limits.maximum_transfer_length;
+            disk.geometry.max_write_same_blocks = limits.maximum_write_same_length;
+        }
+        let provisioning = Command::Inquiry {
+            evpd: true,
+            page_code: 0xb2,
+            allocation_length: 64,
+        };
+        if cap.lbpme
+            && let Ok(page) = disk
+                .run("INQUIRY (Logical Block Provisioning)", &provisioning, Bytes::new(), 64)
+                .await
+            && let Ok(p) = LogicalBlockProvisioning::parse(&page.data)
+        {
+            disk.geometry.unmap_write_same = p.lbpws;
+            disk.geometry.zeroes_after_unmap = p.lbprz;
+        }
+        debug!(geometry = ?disk.geometry, "probed");
+        Ok(disk)
+    }
+
+    /// The sessions in use.
+    #[must_use]
+    pub fn sessions(&self) -> &[Arc<Session>] {
+        &self.sessions
+    }
+
+    /// Run `command` on the first session.
+    pub async fn run(
+        &self,
+        what: &str,
+        command: &Command,
+        data: Bytes,
+        read_len: u32,
+    ) -> Result<Completion, DiskError> {
+        self.run_on(0, what, command, data, read_len).await
+    }
+
+    /// Run `command` on session `n`, retrying unit attentions (SAM-5: the
+    /// condition is reported once and the command may be sent again), BUSY
+    /// and TASK SET FULL (with back-off). Any other non-GOOD status is an
+    /// error.
+    pub async fn run_on(
+        &self,
+        n: usize,
+        what: &str,
+        command: &Command,
+        data: Bytes,
+        read_len: u32,
+    ) -> Result<Completion, DiskError> {
+        let session = &self.sessions[n % self.sessions.len()];
+        let cdb = command.build();
+        let mut delay = Duration::from_millis(5);
+        let mut attempt = 0;
+        loop {
+            let done = session
+                .command(self.lun, cdb.as_bytes(), data.clone(), read_len)
+                .await?;
+            let sense = done.sense.as_deref().and_then(|s| Sense::parse(s).ok());
+            let retry = match done.status {
+                ScsiStatus::GOOD => return Ok(done),
+                ScsiStatus::BUSY | ScsiStatus::TASK_SET_FULL => true,
+                ScsiStatus::CHECK_CONDITION => sense.as_ref().is_some_and(|s| s.key == SenseKey::UNIT_ATTENTION),
+                _ => false,
+            };
+            attempt += 1;
+            if !retry || attempt > RETRIES {
+                return Err(DiskError::Command {
+                    what: what.to_owned(),
+                    status: done.status,
+                    sense,
+                });
+            }
+            if done.status != ScsiStatus::CHECK_CONDITION {
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(1));
+            }
+        }
+    }
+}

@@ -1,0 +1,315 @@
+//! Writing an image onto a disk: data as WRITE (16), zero runs as WRITE
+//! SAME (16) (unmapping where the disk reads unmapped blocks as zeroes),
+//! many commands in flight, spread over the sessions.
+
+use crate::disk::{Disk, DiskError};
+use crate::source::{Chunk, Source, SourceError};
+use bytes::{Bytes, BytesMut};
+use iscsi_proto::scsi::{AdditionalSense, CdbSize, Command, ReadWrite, SyncRange, WriteSame};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+
+/// How to write.
+#[derive(Debug, Clone)]
+pub struct WriteOptions {
+    /// Commands in flight at once (over all sessions).
+    pub queue_depth: usize,
+    /// Bytes per WRITE command at most.
+    pub max_io: u32,
+    /// Leave zero runs untouched (for disks known to be clean).
+    pub skip_zeroes: bool,
+}
+
+impl Default for WriteOptions {
+    fn default() -> Self {
+        Self {
+            queue_depth: 32,
+            max_io: 1 << 20,
+            skip_zeroes: false,
+        }
+    }
+}
+
+/// What a write did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Report {
+    pub image_bytes: u64,
+    /// Bytes sent as data.
+    pub data_bytes: u64,
+    /// Bytes zeroed without sending data (WRITE SAME or skipped).
+    pub zero_bytes: u64,
+    pub elapsed: Duration,
+}
+
+/// Progress as the write goes.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Progress {
+    pub done_bytes: u64,
+    pub total_bytes: u64,
+}
+
+/// Why a write failed.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    #[error("the image is {image} bytes but the disk holds only {disk} bytes; nothing was written")]
+    TooLarge { image: u64, disk: u64 },
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error(transparent)]
+    Disk(#[from] DiskError),
+    #[error("the image reader produced a piece at byte {offset}, not on a {block}-byte block boundary")]
+    Unaligned { offset: u64, block: u64 },
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// One command's worth of the image.
+#[derive(Debug)]
+enum Piece {
+    Data { lba: u64, data: Bytes },
+    Zero { lba: u64, blocks: u64 },
+}
+
+/// Write `source` onto `disk` from byte 0. The image must fit: checked
+/// before anything is written. A final partial block is padded with zeroes.
+pub async fn write_image(
+    disk: &Disk,
+    source: Box<dyn Source>,
+    options: &WriteOptions,
+    mut progress: impl FnMut(Progress),
+) -> Result<Report, WriteError> {
+    let started = Instant::now();
+    let geometry = disk.geometry.clone();
+    let size = source.size();
+    if size > geometry.capacity() {
+        return Err(WriteError::TooLarge {
+            image: size,
+            disk: geometry.capacity(),
+        });
+    }
+    let block = u64::from(geometry.block_size);
+    let per_command = {
+        let limit = if geometry.max_transfer_blocks > 0 {
+            u64::from(geometry.max_transfer_blocks) * block
+        } else {
+            u64::MAX
+        };
+        (u64::from(options.max_io).min(limit) / block).max(1) * block
+    };
+    // Read the image on a blocking thread, a bounded distance ahead.
+    let (tx, mut rx) = mpsc::channel::<Result<Piece, WriteError>>(options.queue_depth.max(1) * 2);
+    let reader = tokio::task::spawn_blocking(move || read_pieces(source, block, per_command, &tx));
+
+    let mut report = Report {
+        image_bytes: size,
+        ..Report::default()
+    };
+    let mut in_flight = JoinSet::new();
+    let zero_block = Bytes::from(vec![0u8; geometry.block_size as usize]);
+    let max_same = if geometry.max_write_same_blocks > 0 {
+        geometry.max_write_same_blocks
+    } else {
+        65535
+    };
+    let mut next_session = 0usize;
+    let mut done = 0u64;
+    let mut write_same_works = true;
+    while let Some(piece) = rx.recv().await {
+        let piece = piece?;
+        let jobs: Vec<(Command, Bytes, u64, bool)> = match piece {
+            Piece::Data { lba, data } => {
+                report.data_bytes += data.len() as u64;
+                let blocks = u32::try_from(data.len() as u64 / block).unwrap_or(u32::MAX);
+                let len = data.len() as u64;
+                vec![(
+                    Command::Write(ReadWrite {
+                        size: CdbSize::Sixteen,
+                        ..ReadWrite::new(lba, blocks)
+                    }),
+                    data,
+                    len,
+                    false,
+                )]
+            }
+            Piece::Zero { lba, blocks } => {
+                report.zero_bytes += blocks * block;
+                if options.skip_zeroes {
+                    done += blocks * block;
+                    progress(Progress {
+                        done_bytes: done,
+                        total_bytes: size,
+                    });
+                    continue;
+                }
+                let mut jobs = Vec::new();
+                let mut at = lba;
+                while at < lba + blocks {
+                    let n = (lba + blocks - at).min(max_same).min(u64::from(u32::MAX));
+                    let same = WriteSame {
+                        lba: at,
+                        number_of_blocks: u32::try_from(n).unwrap_or(u32::MAX),
+                        unmap: geometry.unmap_write_same && geometry.zeroes_after_unmap,
+                        anchor: false,
+                        ndob: false,
+                        size: CdbSize::Sixteen,
+                    };
+                    jobs.push((Command::WriteSame(same), zero_block.clone(), n * block, true));
+                    at += n;
+                }
+                jobs
+            }
+        };
+        for (command, data, bytes, zeroing) in jobs {
+            while in_flight.len() >= options.queue_depth.max(1) {
+                done += finish(&mut in_flight, &mut write_same_works).await?;
+                progress(Progress {
+                    done_bytes: done,
+                    total_bytes: size,
+                });
+            }
+            let disk = disk.clone();
+            let session = next_session;
+            next_session = next_session.wrapping_add(1);
+            let fallback = !write_same_works && zeroing;
+            in_flight.spawn(async move { submit(&disk, session, command, data, bytes, zeroing, fallback).await });
+        }
+    }
+    while !in_flight.is_empty() {
+        done += finish(&mut in_flight, &mut write_same_works).await?;
+        progress(Progress {
+            done_bytes: done,
+            total_bytes: size,
+        });
+    }
+    reader.await.map_err(|e| WriteError::Internal(e.to_string()))?;
+    let sync = Command::SynchronizeCache(SyncRange {
+        lba: 0,
+        number_of_blocks: 0,
+        immed: false,
+        size: CdbSize::Sixteen,
+    });
+    disk.run("SYNCHRONIZE CACHE", &sync, Bytes::new(), 0).await?;
+    report.elapsed = started.elapsed();
+    Ok(report)
+}
+
+/// Turn the image's chunks into whole-block pieces, on a blocking thread.
+fn read_pieces(
+    mut source: Box<dyn Source>,
+    block: u64,
+    per_command: u64,
+    tx: &mpsc::Sender<Result<Piece, WriteError>>,
+) {
+    let max = usize::try_from(per_command).unwrap_or(usize::MAX);
+    loop {
+        let piece = match source.next_chunk(max) {
+            Ok(None) => return,
+            Err(e) => Err(WriteError::Source(e)),
+            Ok(Some(Chunk::Data { offset, data })) => {
+                if offset % block != 0 {
+                    Err(WriteError::Unaligned { offset, block })
+                } else {
+                    // Only the image's last chunk can end inside a block:
+                    // pad it with zeroes.
+                    let padded = (data.len() as u64).div_ceil(block) * block;
+                    let data = if padded == data.len() as u64 {
+                        data
+                    } else {
+                        let mut buf = BytesMut::from(&data[..]);
+                        buf.resize(usize::try_from(padded).unwrap_or(usize::MAX), 0);
+                        buf.freeze()
+                    };
+                    Ok(Piece::Data {
+                        lba: offset / block,
+                        data,
+                    })
+                }
+            }
+            Ok(Some(Chunk::Zero { offset, len })) => {
+                let first = offset.div_ceil(block);
+                let end = (offset + len).div_ceil(block);
+                if offset % block != 0 {
+                    Err(WriteError::Unaligned { offset, block })
+                } else {
+                    Ok(Piece::Zero {
+                        lba: first,
+                        blocks: end - first,
+                    })
+                }
+            }
+        };
+        let failed = piece.is_err();
+        if tx.blocking_send(piece).is_err() || failed {
+            return;
+        }
+    }
+}
+
+/// Run one piece; a zeroing command the disk does not know falls back to
+/// writing zeroes as data. Returns the bytes done and whether WRITE SAME is
+/// known not to work.
+async fn submit(
+    disk: &Disk,
+    session: usize,
+    command: Command,
+    data: Bytes,
+    bytes: u64,
+    zeroing: bool,
+    fallback: bool,
+) -> Result<(u64, bool), DiskError> {
+    if !fallback {
+        match disk
+            .run_on(
+                session,
+                if zeroing { "WRITE SAME (16)" } else { "WRITE (16)" },
+                &command,
+                data,
+                0,
+            )
+            .await
+        {
+            Ok(_) => return Ok((bytes, false)),
+            Err(DiskError::Command { sense: Some(sense), .. })
+                if zeroing && sense.additional_sense == AdditionalSense::INVALID_COMMAND_OPERATION_CODE => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let Command::WriteSame(same) = command else {
+        return Ok((bytes, true));
+    };
+    let block = u64::from(disk.geometry.block_size);
+    let chunk_blocks = ((1u64 << 20) / block).max(1);
+    let zeroes = Bytes::from(vec![0u8; usize::try_from(chunk_blocks * block).unwrap_or(1 << 20)]);
+    let end = same.lba + u64::from(same.number_of_blocks);
+    let mut lba = same.lba;
+    while lba < end {
+        let n = (end - lba).min(chunk_blocks);
+        let write = Command::Write(ReadWrite {
+            size: CdbSize::Sixteen,
+            ..ReadWrite::new(lba, n as u32)
+        });
+        let data = zeroes.slice(..usize::try_from(n * block).unwrap_or(0));
+        disk.run_on(session, "WRITE (16) of zeroes", &write, data, 0).await?;
+        lba += n;
+    }
+    Ok((bytes, true))
+}
+
+/// Wait for one command; the bytes it covered.
+async fn finish(
+    in_flight: &mut JoinSet<Result<(u64, bool), DiskError>>,
+    write_same_works: &mut bool,
+) -> Result<u64, WriteError> {
+    match in_flight.join_next().await {
+        Some(Ok(Ok((bytes, fell_back)))) => {
+            if fell_back {
+                *write_same_works = false;
+            }
+            Ok(bytes)
+        }
+        Some(Ok(Err(e))) => Err(e.into()),
+        Some(Err(e)) => Err(WriteError::Internal(e.to_string())),
+        None => Ok(0),
+    }
+}
