@@ -16,9 +16,12 @@
 //! - [`write`]: an image onto a disk, data as WRITE (16), zeroes as WRITE
 //!   SAME (16), many commands in flight.
 //!
-//! The command line (`write`, `deploy`, ...) is still to come.
+//! - [`url`]: `iscsi://` URLs as libiscsi and QEMU write them.
+//! - [`cli`]: the commands behind `main.rs`.
 
+pub mod cli;
 pub mod disk;
 pub mod initiator;
 pub mod source;
+pub mod url;
 pub mod write;

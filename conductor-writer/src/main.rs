@@ -1,11 +1,251 @@
-use clap::Parser;
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use conductor_writer::cli::{self, Login, WriteArgs};
+use conductor_writer::source::{Checksum, FormatChoice};
+use conductor_writer::url::IscsiUrl;
+use conductor_writer::write::WriteOptions;
+use iscsi_proto::login::Credentials;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::time::Duration;
 
-/// Writes images to remote disks over iSCSI.
+/// Writes disk images to remote disks over iSCSI, fast and verifiably.
 #[derive(Debug, Parser)]
 #[command(version, about)]
-struct Cli {}
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
 
-fn main() -> anyhow::Result<()> {
-    let Cli {} = Cli::parse();
-    anyhow::bail!("no command is implemented yet: `write`, `deploy` and friends are being built; see README.md")
+#[derive(Debug, clap::Args)]
+struct LoginArgs {
+    /// Our iSCSI name.
+    #[arg(long, default_value = "iqn.2024-01.org.iscsi-deploy:conductor-writer")]
+    initiator_name: String,
+    /// CHAP name (or put user%secret@ in the URL)...
+    #[arg(long, requires = "chap_secret")]
+    chap_user: Option<String>,
+    /// ...and secret.
+    #[arg(
+        long,
+        env = "CONDUCTOR_WRITER_CHAP_SECRET",
+        hide_env_values = true,
+        requires = "chap_user"
+    )]
+    chap_secret: Option<String>,
+    /// Require the target to prove this name (mutual CHAP)...
+    #[arg(long, requires = "mutual_chap_secret")]
+    mutual_chap_user: Option<String>,
+    /// ...and secret.
+    #[arg(
+        long,
+        env = "CONDUCTOR_WRITER_MUTUAL_CHAP_SECRET",
+        hide_env_values = true,
+        requires = "mutual_chap_user"
+    )]
+    mutual_chap_secret: Option<String>,
+    /// Seconds to wait for a connection or a login.
+    #[arg(long, default_value_t = 20)]
+    timeout: u64,
+}
+
+impl LoginArgs {
+    fn login(&self) -> Login {
+        let creds =
+            |n: &Option<String>, s: &Option<String>| n.clone().zip(s.clone()).map(|(n, s)| Credentials::new(n, s));
+        Login {
+            initiator_name: self.initiator_name.clone(),
+            chap: creds(&self.chap_user, &self.chap_secret),
+            mutual: creds(&self.mutual_chap_user, &self.mutual_chap_secret),
+            timeout: Duration::from_secs(self.timeout.max(1)),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Format {
+    Auto,
+    Raw,
+    Qcow2,
+}
+
+#[derive(Debug, clap::Args)]
+struct ImageArgs {
+    /// The image file.
+    image: PathBuf,
+    /// The LUN: iscsi://[user%secret@]HOST[:PORT]/IQN/LUN
+    url: IscsiUrl,
+    /// Image format.
+    #[arg(long, value_enum, default_value_t = Format::Auto)]
+    format: Format,
+    /// Sessions to spread commands over.
+    #[arg(long, default_value_t = 1)]
+    sessions: usize,
+    /// Commands in flight.
+    #[arg(long, default_value_t = 32)]
+    queue_depth: usize,
+    #[command(flatten)]
+    login: LoginArgs,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
+    /// Print the result as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+impl ImageArgs {
+    fn write_args(&self, checksum: Option<Checksum>, verify: bool, skip_zeroes: bool) -> WriteArgs {
+        WriteArgs {
+            format: match self.format {
+                Format::Auto => FormatChoice::Auto,
+                Format::Raw => FormatChoice::Raw,
+                Format::Qcow2 => FormatChoice::Qcow2,
+            },
+            checksum,
+            sessions: self.sessions.max(1),
+            options: WriteOptions {
+                queue_depth: self.queue_depth.max(1),
+                skip_zeroes,
+                ..WriteOptions::default()
+            },
+            verify,
+            progress: !self.quiet && !self.json && std::io::stderr().is_terminal(),
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Write IMAGE onto the LUN at URL.
+    Write {
+        #[command(flatten)]
+        image: ImageArgs,
+        /// Read the disk back and compare.
+        #[arg(long)]
+        verify: bool,
+        /// sha256:HEX or md5:HEX of the image file, checked before writing.
+        #[arg(long)]
+        checksum: Option<Checksum>,
+        /// Leave zero runs untouched (for disks known to be zeroed).
+        #[arg(long)]
+        skip_zeroes: bool,
+    },
+    /// Compare the LUN at URL with IMAGE.
+    Verify {
+        #[command(flatten)]
+        image: ImageArgs,
+    },
+    /// List the targets a portal offers (SendTargets).
+    Discover {
+        /// HOST[:PORT]
+        portal: String,
+        #[command(flatten)]
+        login: LoginArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Describe the LUN at URL.
+    Inquiry {
+        url: IscsiUrl,
+        #[command(flatten)]
+        login: LoginArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Tell a legacy deploy ramdisk we are done (sends "done" to port 10000).
+    Notify {
+        address: String,
+        #[arg(long, default_value_t = 10000)]
+        port: u16,
+    },
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Write {
+            image,
+            verify,
+            checksum,
+            skip_zeroes,
+        } => {
+            let args = image.write_args(checksum, verify, skip_zeroes);
+            let summary = cli::write(&image.image, &image.url, &image.login.login(), &args).await?;
+            if image.json {
+                println!("{}", serde_json::to_string(&summary)?);
+            } else {
+                println!("{}", summary.line());
+            }
+        }
+        Command::Verify { image } => {
+            let args = image.write_args(None, true, false);
+            cli::verify(&image.image, &image.url, &image.login.login(), &args).await?;
+            if image.json {
+                println!(
+                    "{}",
+                    serde_json::json!({ "image": image.image, "target": image.url.to_string(), "verified": true })
+                );
+            } else {
+                println!("{} matches {}", image.url, image.image.display());
+            }
+        }
+        Command::Discover { portal, login, json } => {
+            let targets = cli::discover(&portal, &login.login()).await?;
+            if json {
+                let list: Vec<_> = targets
+                    .iter()
+                    .map(|t| serde_json::json!({ "name": t.name, "addresses": t.addresses }))
+                    .collect();
+                println!("{}", serde_json::Value::Array(list));
+            } else {
+                for t in targets {
+                    println!("{} {}", t.name, t.addresses.join(" "));
+                }
+            }
+        }
+        Command::Inquiry { url, login, json } => {
+            let answer = cli::inquiry(&url, &login.login()).await?;
+            if json {
+                println!("{}", serde_json::to_string(&answer)?);
+            } else {
+                println!(
+                    "{} {} {}: {} bytes in {}-byte blocks, thin provisioning {}, unmapped blocks read {}",
+                    answer.vendor,
+                    answer.product,
+                    answer.revision,
+                    answer.capacity_bytes,
+                    answer.block_size,
+                    if answer.thin_provisioning { "yes" } else { "no" },
+                    if answer.unmap_reads_zeroes {
+                        "as zeroes"
+                    } else {
+                        "undefined"
+                    },
+                );
+            }
+        }
+        Command::Notify { address, port } => cli::notify(&address, port, Duration::from_secs(30)).await?,
+    }
+    Ok(())
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+    let cli = Cli::parse();
+    let result = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")
+        .and_then(|rt| rt.block_on(run(cli)));
+    if let Err(e) = result {
+        eprintln!("conductor-writer: {e:#}");
+        std::process::exit(1);
+    }
 }

@@ -313,3 +313,135 @@ async fn finish(
         None => Ok(0),
     }
 }
+
+/// Where a read-back differed from the image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mismatch {
+    /// Byte offset in the image of the first differing byte.
+    pub offset: u64,
+}
+
+/// Read the disk back and compare it with the image over the image's
+/// length; zero runs are read back too unless `skip_zeroes` left them
+/// alone. Returns the first mismatch found.
+pub async fn verify_image(
+    disk: &Disk,
+    mut source: Box<dyn Source>,
+    options: &WriteOptions,
+    mut progress: impl FnMut(Progress),
+) -> Result<Option<Mismatch>, WriteError> {
+    let block = u64::from(disk.geometry.block_size);
+    let size = source.size();
+    if size > disk.geometry.capacity() {
+        return Err(WriteError::TooLarge {
+            image: size,
+            disk: disk.geometry.capacity(),
+        });
+    }
+    let per_read = {
+        let limit = if disk.geometry.max_transfer_blocks > 0 {
+            u64::from(disk.geometry.max_transfer_blocks) * block
+        } else {
+            u64::MAX
+        };
+        (u64::from(options.max_io).min(limit) / block).max(1) * block
+    };
+    let max = usize::try_from(per_read).unwrap_or(1 << 20);
+    let mut in_flight: JoinSet<Result<(u64, Option<u64>), DiskError>> = JoinSet::new();
+    let mut done = 0u64;
+    let mut first: Option<u64> = None;
+    let mut session = 0usize;
+    loop {
+        let chunk = tokio::task::block_in_place(|| source.next_chunk(max))?;
+        let Some(chunk) = chunk else { break };
+        if matches!(chunk, Chunk::Zero { .. }) && options.skip_zeroes {
+            done += chunk.len();
+            continue;
+        }
+        // Split zero runs (data chunks are already at most one read long).
+        let (start, len) = (chunk.offset(), chunk.len());
+        let expected = match chunk {
+            Chunk::Data { data, .. } => Some(data),
+            Chunk::Zero { .. } => None,
+        };
+        let mut at = start;
+        while at < start + len {
+            let n = (start + len - at).min(per_read);
+            let slice = expected
+                .as_ref()
+                .map(|d| d.slice((at - start) as usize..(at - start + n) as usize));
+            while in_flight.len() >= options.queue_depth.max(1) {
+                let (bytes, bad) = join(&mut in_flight).await?;
+                done += bytes;
+                first = min_some(first, bad);
+                progress(Progress {
+                    done_bytes: done,
+                    total_bytes: size,
+                });
+            }
+            let disk = disk.clone();
+            let this_session = session;
+            session = session.wrapping_add(1);
+            in_flight.spawn(async move { read_compare(&disk, this_session, at, n, slice).await });
+            at += n;
+        }
+    }
+    while !in_flight.is_empty() {
+        let (bytes, bad) = join(&mut in_flight).await?;
+        done += bytes;
+        first = min_some(first, bad);
+        progress(Progress {
+            done_bytes: done,
+            total_bytes: size,
+        });
+    }
+    Ok(first.map(|offset| Mismatch { offset }))
+}
+
+fn min_some(a: Option<u64>, b: Option<u64>) -> Option<u64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+async fn join(set: &mut JoinSet<Result<(u64, Option<u64>), DiskError>>) -> Result<(u64, Option<u64>), WriteError> {
+    match set.join_next().await {
+        Some(Ok(result)) => Ok(result?),
+        Some(Err(e)) => Err(WriteError::Internal(e.to_string())),
+        None => Ok((0, None)),
+    }
+}
+
+/// Read `len` image bytes at `offset` and compare them with `expected`
+/// (zeroes when `None`): the bytes covered and the first differing offset.
+async fn read_compare(
+    disk: &Disk,
+    session: usize,
+    offset: u64,
+    len: u64,
+    expected: Option<Bytes>,
+) -> Result<(u64, Option<u64>), DiskError> {
+    let block = u64::from(disk.geometry.block_size);
+    let blocks = len.div_ceil(block);
+    let read = Command::Read(ReadWrite {
+        size: CdbSize::Sixteen,
+        ..ReadWrite::new(offset / block, blocks as u32)
+    });
+    let got = disk
+        .run_on(session, "READ (16)", &read, Bytes::new(), (blocks * block) as u32)
+        .await?;
+    let got = got.data.get(..len as usize).unwrap_or(&got.data);
+    let differs = match &expected {
+        Some(want) => got
+            .iter()
+            .zip(want.iter())
+            .position(|(a, b)| a != b)
+            .or((got.len() < want.len()).then_some(got.len())),
+        None => got
+            .iter()
+            .position(|&b| b != 0)
+            .or((got.len() < len as usize).then_some(got.len())),
+    };
+    Ok((len, differs.map(|i| offset + i as u64)))
+}

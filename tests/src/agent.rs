@@ -36,33 +36,7 @@ impl TargetAgent {
     /// workspace's `target/`. Panics with the command to run when there is
     /// none.
     pub fn binary() -> PathBuf {
-        if let Some(path) = std::env::var_os("TARGET_AGENT") {
-            let path = PathBuf::from(path);
-            assert!(path.is_file(), "TARGET_AGENT={} does not exist", path.display());
-            return path;
-        }
-        let target_dir = std::env::var_os("CARGO_TARGET_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
-        let profiles = if cfg!(debug_assertions) {
-            ["debug", "release"]
-        } else {
-            ["release", "debug"]
-        };
-        let candidates: Vec<PathBuf> = profiles
-            .iter()
-            .map(|profile| target_dir.join(profile).join("target-agent"))
-            .collect();
-        candidates
-            .iter()
-            .find(|path| path.is_file())
-            .cloned()
-            .unwrap_or_else(|| {
-                panic!(
-                    "no target-agent binary at {candidates:?}: run `cargo build -p target-agent` first \
-                 (or set TARGET_AGENT)"
-                )
-            })
+        workspace_binary("target-agent", "TARGET_AGENT")
     }
 
     /// Start `target-agent serve --backing BACKING --iqn IQN --listen
@@ -138,4 +112,35 @@ impl Drop for TargetAgent {
             eprintln!("--- target-agent output ---\n{}--- end ---", self.output());
         }
     }
+}
+
+/// A binary of this workspace: `$ENV_VAR` if set, else
+/// `<target dir>/{debug,release}/NAME` (the profile of this test build
+/// first), where the target directory is `$CARGO_TARGET_DIR` or the
+/// workspace's `target/`. Panics with the command to run when there is none.
+pub fn workspace_binary(name: &str, env_var: &str) -> PathBuf {
+    if let Some(path) = std::env::var_os(env_var) {
+        let path = PathBuf::from(path);
+        assert!(path.is_file(), "{env_var}={} does not exist", path.display());
+        return path;
+    }
+    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    let profiles = if cfg!(debug_assertions) {
+        ["debug", "release"]
+    } else {
+        ["release", "debug"]
+    };
+    let candidates: Vec<PathBuf> = profiles
+        .iter()
+        .map(|profile| target_dir.join(profile).join(name))
+        .collect();
+    candidates
+        .iter()
+        .find(|path| path.is_file())
+        .cloned()
+        .unwrap_or_else(|| {
+            panic!("no {name} binary at {candidates:?}: run `cargo build -p {name}` first (or set {env_var})")
+        })
 }

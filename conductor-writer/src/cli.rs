@@ -1,0 +1,274 @@
+//! The commands behind `main.rs`: each takes parsed arguments and returns
+//! what to print; errors are one line that says what failed and what to do.
+
+use crate::disk::Disk;
+use crate::initiator::Session;
+use crate::source::{self, Checksum, FormatChoice, OpenOptions};
+use crate::url::{IscsiUrl, parse_portal};
+use crate::write::{Progress, Report, WriteOptions, verify_image, write_image};
+use anyhow::{Context, bail};
+use iscsi_proto::Lun;
+use iscsi_proto::discovery::{self, TargetRecord};
+use iscsi_proto::login::{Credentials, InitiatorConfig};
+use iscsi_proto::pdu::Isid;
+use iscsi_proto::scsi::Command;
+use iscsi_proto::text::Pair;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
+
+/// How to reach and log in to a target.
+#[derive(Debug, Clone)]
+pub struct Login {
+    pub initiator_name: String,
+    pub chap: Option<Credentials>,
+    pub mutual: Option<Credentials>,
+    pub timeout: Duration,
+}
+
+fn resolve(host: &str, port: u16) -> anyhow::Result<SocketAddr> {
+    (host, port)
+        .to_socket_addrs()
+        .with_context(|| format!("cannot resolve {host}"))?
+        .next()
+        .with_context(|| format!("{host} has no address"))
+}
+
+fn isid() -> Isid {
+    let mut bytes = [0u8; 6];
+    let _ = getrandom::fill(&mut bytes);
+    Isid::random(bytes)
+}
+
+/// Log in to the LUN of `url` with `sessions` sessions and probe it.
+pub async fn open_disk(url: &IscsiUrl, login: &Login, sessions: usize) -> anyhow::Result<Disk> {
+    let addr = resolve(&url.host, url.port)?;
+    let chap = url
+        .user
+        .clone()
+        .map(|(n, s)| Credentials::new(n, s))
+        .or_else(|| login.chap.clone());
+    let mut opened = Vec::new();
+    for _ in 0..sessions.max(1) {
+        let mut config = InitiatorConfig::new(login.initiator_name.clone(), Some(url.target.clone()), isid());
+        config.chap = chap.clone();
+        config.mutual = login.mutual.clone();
+        let session = Session::connect(addr, config, login.timeout).await?;
+        opened.push(Arc::new(session));
+    }
+    Ok(Disk::probe(opened, Lun::from_index(url.lun)).await?)
+}
+
+/// Options of `write` and `verify`.
+#[derive(Debug, Clone)]
+pub struct WriteArgs {
+    pub format: FormatChoice,
+    pub checksum: Option<Checksum>,
+    pub sessions: usize,
+    pub options: WriteOptions,
+    pub verify: bool,
+    pub progress: bool,
+}
+
+/// The summary of a `write`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct WriteSummary {
+    pub image: String,
+    pub target: String,
+    pub image_bytes: u64,
+    pub data_bytes: u64,
+    pub zero_bytes: u64,
+    pub seconds: f64,
+    pub mib_per_second: f64,
+    pub verified: bool,
+}
+
+impl WriteSummary {
+    fn new(image: &Path, url: &IscsiUrl, report: &Report, verified: bool) -> Self {
+        let seconds = report.elapsed.as_secs_f64();
+        Self {
+            image: image.display().to_string(),
+            target: url.to_string(),
+            image_bytes: report.image_bytes,
+            data_bytes: report.data_bytes,
+            zero_bytes: report.zero_bytes,
+            seconds,
+            mib_per_second: if seconds > 0.0 {
+                report.image_bytes as f64 / seconds / 1048576.0
+            } else {
+                0.0
+            },
+            verified,
+        }
+    }
+
+    /// The one summary line.
+    #[must_use]
+    pub fn line(&self) -> String {
+        format!(
+            "wrote {} to {}: {:.1} MiB as data, {:.1} MiB as zeroes, {:.2} s, {:.1} MiB/s{}",
+            self.image,
+            self.target,
+            self.data_bytes as f64 / 1048576.0,
+            self.zero_bytes as f64 / 1048576.0,
+            self.seconds,
+            self.mib_per_second,
+            if self.verified { ", verified" } else { "" }
+        )
+    }
+}
+
+fn bar(total: u64, show: bool, what: &str) -> indicatif::ProgressBar {
+    if !show {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(total);
+    if let Ok(style) =
+        indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}")
+    {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_message(what.to_owned());
+    bar
+}
+
+/// Check everything that can be checked before a block is written: the
+/// image opens, its checksum matches, it fits.
+fn open_image(image: &Path, args: &WriteArgs) -> anyhow::Result<Box<dyn source::Source>> {
+    if let Some(expected) = &args.checksum {
+        source::verify_checksum(image, expected)?;
+    }
+    let options = OpenOptions {
+        format: args.format,
+        ..OpenOptions::default()
+    };
+    Ok(source::open(image, &options)?)
+}
+
+/// `write IMAGE URL`.
+pub async fn write(image: &Path, url: &IscsiUrl, login: &Login, args: &WriteArgs) -> anyhow::Result<WriteSummary> {
+    let source = open_image(image, args)?;
+    let disk = open_disk(url, login, args.sessions).await?;
+    let size = source.size();
+    let progress = bar(size, args.progress, "writing");
+    let report = write_image(&disk, source, &args.options, |p: Progress| {
+        progress.set_position(p.done_bytes)
+    })
+    .await?;
+    progress.finish_and_clear();
+    if args.verify {
+        check_read_back(image, &disk, args).await?;
+    }
+    logout(disk).await;
+    Ok(WriteSummary::new(image, url, &report, args.verify))
+}
+
+async fn check_read_back(image: &Path, disk: &Disk, args: &WriteArgs) -> anyhow::Result<()> {
+    let source = open_image(
+        image,
+        &WriteArgs {
+            checksum: None,
+            ..args.clone()
+        },
+    )?;
+    let progress = bar(source.size(), args.progress, "verifying");
+    let mismatch = verify_image(disk, source, &args.options, |p| progress.set_position(p.done_bytes)).await?;
+    progress.finish_and_clear();
+    if let Some(m) = mismatch {
+        bail!(
+            "verification failed: the disk differs from {} at byte {}",
+            image.display(),
+            m.offset
+        );
+    }
+    Ok(())
+}
+
+/// `verify IMAGE URL`: compare only.
+pub async fn verify(image: &Path, url: &IscsiUrl, login: &Login, args: &WriteArgs) -> anyhow::Result<()> {
+    let disk = open_disk(url, login, args.sessions).await?;
+    check_read_back(image, &disk, args).await?;
+    logout(disk).await;
+    Ok(())
+}
+
+async fn logout(disk: Disk) {
+    let sessions: Vec<_> = disk.sessions().to_vec();
+    drop(disk);
+    for session in sessions {
+        if let Ok(session) = Arc::try_unwrap(session) {
+            let _ = session.logout().await;
+        }
+    }
+}
+
+/// `discover HOST[:PORT]`: SendTargets=All in a discovery session.
+pub async fn discover(portal: &str, login: &Login) -> anyhow::Result<Vec<TargetRecord>> {
+    let (host, port) = parse_portal(portal, 3260).map_err(|e| anyhow::anyhow!("invalid portal {portal:?}: {e}"))?;
+    let addr = resolve(&host, port)?;
+    let mut config = InitiatorConfig::new(login.initiator_name.clone(), None, isid());
+    config.chap = login.chap.clone();
+    config.mutual = login.mutual.clone();
+    let session = Session::connect(addr, config, login.timeout).await?;
+    let pairs = session.text(vec![Pair::new("SendTargets", "All")]).await?;
+    let _ = session.logout().await;
+    Ok(discovery::parse_answer(&pairs))
+}
+
+/// What `inquiry URL` reports.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Inquiry {
+    pub vendor: String,
+    pub product: String,
+    pub revision: String,
+    pub capacity_bytes: u64,
+    pub block_size: u32,
+    pub thin_provisioning: bool,
+    pub unmap_reads_zeroes: bool,
+}
+
+/// `inquiry URL`.
+pub async fn inquiry(url: &IscsiUrl, login: &Login) -> anyhow::Result<Inquiry> {
+    let disk = open_disk(url, login, 1).await?;
+    let standard = Command::Inquiry {
+        evpd: false,
+        page_code: 0,
+        allocation_length: 96,
+    };
+    let data = disk.run("INQUIRY", &standard, bytes::Bytes::new(), 96).await?.data;
+    let text = |range: std::ops::Range<usize>| {
+        String::from_utf8_lossy(data.get(range).unwrap_or(&[]))
+            .trim()
+            .to_owned()
+    };
+    let g = disk.geometry.clone();
+    let answer = Inquiry {
+        vendor: text(8..16),
+        product: text(16..32),
+        revision: text(32..36),
+        capacity_bytes: g.capacity(),
+        block_size: g.block_size,
+        thin_provisioning: g.unmap_write_same,
+        unmap_reads_zeroes: g.zeroes_after_unmap,
+    };
+    logout(disk).await;
+    Ok(answer)
+}
+
+/// `notify ADDRESS --port 10000`: the legacy ramdisk's `done` handshake.
+pub async fn notify(address: &str, port: u16, timeout: Duration) -> anyhow::Result<()> {
+    let (host, port) = parse_portal(address, port).map_err(|e| anyhow::anyhow!("invalid address {address:?}: {e}"))?;
+    let addr = resolve(&host, port)?;
+    let mut stream = tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr))
+        .await
+        .with_context(|| format!("connecting to {addr} timed out"))?
+        .with_context(|| format!("cannot connect to {addr}; is the deploy ramdisk waiting?"))?;
+    stream
+        .write_all(b"done")
+        .await
+        .with_context(|| format!("sending done to {addr}"))?;
+    stream.shutdown().await.ok();
+    Ok(())
+}
