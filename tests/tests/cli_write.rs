@@ -145,6 +145,12 @@ fn write_verify_and_refusals_against_target_agent() {
     assert!(!out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("at byte 3000000"), "{}", text(&out));
 
+    // Several sessions at once land the same bytes.
+    std::fs::write(disk.path(), vec![JUNK; DISK as usize]).unwrap();
+    let out = writer(&["write", image_arg, &url, "--sessions", "3", "--queue-depth", "8", "--quiet"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(same_as_image(disk.path(), &flat));
+
     // JSON and discovery.
     let out = writer(&["write", image_arg, &url, "--json"]);
     let json = String::from_utf8_lossy(&out.stdout);
