@@ -46,6 +46,19 @@ impl Geometry {
     pub fn capacity(&self) -> u64 {
         self.blocks * u64::from(self.block_size)
     }
+
+    /// Bytes per READ or WRITE: at most `max_io` and the disk's maximum
+    /// transfer length, a whole number of blocks, at least one block.
+    #[must_use]
+    pub fn io_bytes(&self, max_io: u32) -> u64 {
+        let block = u64::from(self.block_size.max(1));
+        let limit = if self.max_transfer_blocks > 0 {
+            u64::from(self.max_transfer_blocks) * block
+        } else {
+            u64::MAX
+        };
+        (u64::from(max_io).min(limit) / block).max(1) * block
+    }
 }
 
 /// A LUN reached through one or more sessions.

@@ -89,14 +89,7 @@ pub async fn write_image(
         });
     }
     let block = u64::from(geometry.block_size);
-    let per_command = {
-        let limit = if geometry.max_transfer_blocks > 0 {
-            u64::from(geometry.max_transfer_blocks) * block
-        } else {
-            u64::MAX
-        };
-        (u64::from(options.max_io).min(limit) / block).max(1) * block
-    };
+    let per_command = geometry.io_bytes(options.max_io);
     // Read the image on a blocking thread, a bounded distance ahead.
     let (tx, mut rx) = mpsc::channel::<Result<Piece, WriteError>>(options.queue_depth.max(1) * 2);
     let reader = tokio::task::spawn_blocking(move || read_pieces(source, block, per_command, &tx));
@@ -330,7 +323,6 @@ pub async fn verify_image(
     options: &WriteOptions,
     mut progress: impl FnMut(Progress),
 ) -> Result<Option<Mismatch>, WriteError> {
-    let block = u64::from(disk.geometry.block_size);
     let size = source.size();
     if size > disk.geometry.capacity() {
         return Err(WriteError::TooLarge {
@@ -338,14 +330,7 @@ pub async fn verify_image(
             disk: disk.geometry.capacity(),
         });
     }
-    let per_read = {
-        let limit = if disk.geometry.max_transfer_blocks > 0 {
-            u64::from(disk.geometry.max_transfer_blocks) * block
-        } else {
-            u64::MAX
-        };
-        (u64::from(options.max_io).min(limit) / block).max(1) * block
-    };
+    let per_read = disk.geometry.io_bytes(options.max_io);
     let max = usize::try_from(per_read).unwrap_or(1 << 20);
     let mut in_flight: JoinSet<Result<(u64, Option<u64>), DiskError>> = JoinSet::new();
     let mut done = 0u64;

@@ -12,3 +12,16 @@
 pub mod agent;
 pub mod initiator;
 pub mod tgtd;
+
+/// Run `qemu-img ARGS` (Debian qemu-utils); panics with its message on failure.
+pub fn qemu_img(args: &[&str]) {
+    let out = std::process::Command::new("qemu-img")
+        .args(args)
+        .output()
+        .expect("run qemu-img (Debian qemu-utils)");
+    assert!(
+        out.status.success(),
+        "qemu-img {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used)]
 
 use integration_tests::agent::{TargetAgent, workspace_binary};
+use integration_tests::qemu_img;
 use integration_tests::tgtd::Tgtd;
 use std::io::Read;
 use std::net::TcpListener;
@@ -40,15 +41,6 @@ fn junk_disk() -> NamedTempFile {
 
 fn untouched(disk: &Path) -> bool {
     std::fs::read(disk).unwrap().iter().all(|&b| b == JUNK)
-}
-
-fn qemu_img(args: &[&str]) {
-    let out = Command::new("qemu-img").args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "qemu-img {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 /// A raw image with data, a hole and an odd size.
@@ -147,7 +139,16 @@ fn write_verify_and_refusals_against_target_agent() {
 
     // Several sessions at once land the same bytes.
     std::fs::write(disk.path(), vec![JUNK; DISK as usize]).unwrap();
-    let out = writer(&["write", image_arg, &url, "--sessions", "3", "--queue-depth", "8", "--quiet"]);
+    let out = writer(&[
+        "write",
+        image_arg,
+        &url,
+        "--sessions",
+        "3",
+        "--queue-depth",
+        "8",
+        "--quiet",
+    ]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(same_as_image(disk.path(), &flat));
 

@@ -11,6 +11,7 @@ use conductor_writer::initiator::Session;
 use conductor_writer::source::{self, OpenOptions};
 use conductor_writer::write::{WriteError, WriteOptions, write_image};
 use integration_tests::agent::TargetAgent;
+use integration_tests::qemu_img;
 use integration_tests::tgtd::Tgtd;
 use iscsi_proto::Lun;
 use iscsi_proto::login::InitiatorConfig;
@@ -25,18 +26,6 @@ use tempfile::TempDir;
 
 const IQN: &str = "iqn.2024-01.test.write:disk";
 const DISK: u64 = 48 << 20;
-
-fn qemu_img(args: &[&str]) {
-    let out = Command::new("qemu-img")
-        .args(args)
-        .output()
-        .expect("qemu-img (Debian qemu-utils)");
-    assert!(
-        out.status.success(),
-        "qemu-img {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 /// A raw image: random data, explicit zero blocks and holes, an odd size.
 fn raw_image(dir: &Path) -> PathBuf {
