@@ -43,6 +43,15 @@ pub(super) fn have(program: &str) -> bool {
 }
 
 /// `qemu-io -c CMD -c CMD ... image` in `dir`.
+/// `qemu-img create` a qcow2 `top` over the qcow2 `base` (names relative to `dir`).
+pub(super) fn overlay(dir: &Path, base: &str, top: &str) {
+    run(
+        dir,
+        "qemu-img",
+        &["create", "-q", "-f", "qcow2", "-b", base, "-F", "qcow2", top],
+    );
+}
+
 pub(super) fn qemu_io(dir: &Path, image: &str, commands: &[&str]) {
     let mut args = vec!["-f", "qcow2"];
     for c in commands {

@@ -6,7 +6,7 @@ use std::path::Path;
 use super::super::detect::ImageFile;
 use super::super::qcow2::Qcow2Source;
 use super::super::{Format, FormatChoice, OpenOptions, Source, SourceError, open};
-use super::{check_pass, have, path_str, pattern, qemu_io, reference, run};
+use super::{check_pass, have, overlay, path_str, pattern, qemu_io, reference, run};
 
 const MIB: u64 = 1 << 20;
 
@@ -115,41 +115,13 @@ fn two_level_backing_chain_with_relative_names() {
     let d = dir.path();
     run(d, "qemu-img", &["create", "-q", "-f", "qcow2", "base.qcow2", "32M"]);
     qemu_io(d, "base.qcow2", &["write -P 0x01 0 4M", "write -P 0x02 20M 1M"]);
-    run(
-        d,
-        "qemu-img",
-        &[
-            "create",
-            "-q",
-            "-f",
-            "qcow2",
-            "-b",
-            "base.qcow2",
-            "-F",
-            "qcow2",
-            "mid.qcow2",
-        ],
-    );
+    overlay(d, "base.qcow2", "mid.qcow2");
     qemu_io(
         d,
         "mid.qcow2",
         &["write -P 0x03 1M 64k", "write -z 2M 1M", "write -P 0x04 28M 64k"],
     );
-    run(
-        d,
-        "qemu-img",
-        &[
-            "create",
-            "-q",
-            "-f",
-            "qcow2",
-            "-b",
-            "mid.qcow2",
-            "-F",
-            "qcow2",
-            "top.qcow2",
-        ],
-    );
+    overlay(d, "mid.qcow2", "top.qcow2");
     qemu_io(d, "top.qcow2", &["write -P 0x05 3M 4096", "write -z 20M 512k"]);
     let pass = check_image(&d.join("top.qcow2"));
     // base's 4 MiB + 1 MiB, less mid's 1 MiB and top's 512 KiB of zeroes, plus mid's 64 KiB.
@@ -220,21 +192,7 @@ fn missing_backing_file_is_named() {
     let dir = tempfile::tempdir().expect("tempdir");
     let d = dir.path();
     run(d, "qemu-img", &["create", "-q", "-f", "qcow2", "base.qcow2", "1M"]);
-    run(
-        d,
-        "qemu-img",
-        &[
-            "create",
-            "-q",
-            "-f",
-            "qcow2",
-            "-b",
-            "base.qcow2",
-            "-F",
-            "qcow2",
-            "top.qcow2",
-        ],
-    );
+    overlay(d, "base.qcow2", "top.qcow2");
     std::fs::remove_file(d.join("base.qcow2")).expect("rm");
     let err = open(&d.join("top.qcow2"), &options()).expect_err("missing backing");
     assert!(
