@@ -70,6 +70,8 @@ pub struct WriteArgs {
     pub options: WriteOptions,
     pub verify: bool,
     pub progress: bool,
+    /// Follow qcow2 backing files (refuse them for untrusted images).
+    pub backing_files: bool,
 }
 
 /// The summary of a `write`.
@@ -142,6 +144,7 @@ fn open_image(image: &Path, args: &WriteArgs) -> anyhow::Result<Box<dyn source::
     }
     let options = OpenOptions {
         format: args.format,
+        backing_files: args.backing_files,
         ..OpenOptions::default()
     };
     Ok(source::open(image, &options)?)

@@ -92,6 +92,10 @@ struct ImageArgs {
     /// Print the result as JSON.
     #[arg(long)]
     json: bool,
+    /// Refuse qcow2 images that name a backing file (for untrusted images:
+    /// a backing file can be any local file).
+    #[arg(long)]
+    no_backing_files: bool,
 }
 
 impl ImageArgs {
@@ -111,6 +115,7 @@ impl ImageArgs {
             },
             verify,
             progress: !self.quiet && !self.json && std::io::stderr().is_terminal(),
+            backing_files: !self.no_backing_files,
         }
     }
 }

@@ -115,6 +115,25 @@ fn write_verify_and_refusals_against_target_agent() {
         "{}",
         text(&out)
     );
+    let base = dir.path().join("base.qcow2");
+    qemu_img(&["create", "-f", "qcow2", base.to_str().unwrap(), "1M"]);
+    let top = dir.path().join("top.qcow2");
+    qemu_img(&[
+        "create",
+        "-f",
+        "qcow2",
+        "-b",
+        "base.qcow2",
+        "-F",
+        "qcow2",
+        top.to_str().unwrap(),
+    ]);
+    let out = writer(&["write", top.to_str().unwrap(), &url, "--no-backing-files"]);
+    assert!(
+        !out.status.success() && text(&out).contains("backing files are refused"),
+        "{}",
+        text(&out)
+    );
     assert!(untouched(disk.path()), "a refused write changed the disk");
 
     // A good write, verified, with the right checksum.

@@ -116,6 +116,13 @@ pub enum SourceError {
         problem: String,
     },
 
+    /// A backing file named by an image whose backing files are refused.
+    #[error(
+        "image {path}: names the backing file {backing:?}, and backing files are refused here (an untrusted image could copy any local file onto the disk); flatten it first with `qemu-img convert -O qcow2 {} FLAT.qcow2`",
+        path.display()
+    )]
+    BackingFileRefused { path: PathBuf, backing: String },
+
     /// The image file's digest is not the expected one.
     #[error(
         "image {path}: checksum mismatch: expected {expected}, got {actual}; the image is damaged or not the one intended, download it again"

@@ -121,6 +121,10 @@ pub struct OpenOptions {
     /// aligned granule of all-zero bytes inside data is reported as Zero; chunks are aligned to
     /// it except at the image's end.
     pub zero_granularity: u32,
+    /// Follow a qcow2 image's backing files. An image from an untrusted
+    /// source can name any local file as its backing file, whose contents
+    /// would then land on the disk: refuse them for such images.
+    pub backing_files: bool,
 }
 
 /// The largest zero granularity accepted: one granule must fit in a read buffer.
@@ -131,6 +135,7 @@ impl Default for OpenOptions {
         OpenOptions {
             format: FormatChoice::Auto,
             zero_granularity: 4096,
+            backing_files: true,
         }
     }
 }
@@ -176,6 +181,6 @@ pub(crate) fn open_with(path: &Path, options: &OpenOptions, seek_data: bool) -> 
     tracing::debug!(path = %path.display(), %format, size = image.size, "opening image");
     Ok(match format {
         Format::Raw => Box::new(raw::RawSource::new(image, granule, seek_data)),
-        Format::Qcow2 => Box::new(qcow2::Qcow2Source::open(image, granule)?),
+        Format::Qcow2 => Box::new(qcow2::Qcow2Source::open(image, granule, options.backing_files)?),
     })
 }

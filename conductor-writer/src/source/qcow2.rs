@@ -55,8 +55,14 @@ enum Layer {
 }
 
 impl Qcow2Source {
-    pub(crate) fn open(top: ImageFile, granule: u32) -> Result<Self, SourceError> {
+    pub(crate) fn open(top: ImageFile, granule: u32, backing_files: bool) -> Result<Self, SourceError> {
         let header = read_header(&top)?;
+        if let (Some(backing), false) = (&header.backing_file, backing_files) {
+            return Err(SourceError::BackingFileRefused {
+                path: top.path.clone(),
+                backing: backing.clone(),
+            });
+        }
         let size = header.size;
         let (top, backing_chain) = walk_chain(top, header)?;
         // Open from the bottom up, each layer on top of the one below it.

@@ -79,6 +79,7 @@ fn read_all(dir: &Path, bytes: &[u8]) -> Result<(), SourceError> {
         &OpenOptions {
             format: FormatChoice::Auto,
             zero_granularity: 4096,
+            ..OpenOptions::default()
         },
     )?;
     let mut read = 0u64;

@@ -14,6 +14,7 @@ fn options() -> OpenOptions {
     OpenOptions {
         format: FormatChoice::Auto,
         zero_granularity: 4096,
+        ..OpenOptions::default()
     }
 }
 
@@ -25,6 +26,7 @@ fn check_image(image: &Path) -> super::Pass {
         let options = OpenOptions {
             format: FormatChoice::Auto,
             zero_granularity: granule,
+            ..OpenOptions::default()
         };
         let mut source = open(image, &options).expect("open");
         assert_eq!(source.format(), Format::Qcow2);
@@ -188,6 +190,25 @@ fn preallocated_images() {
 }
 
 #[test]
+fn backing_files_can_be_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    run(d, "qemu-img", &["create", "-q", "-f", "qcow2", "base.qcow2", "1M"]);
+    overlay(d, "base.qcow2", "top.qcow2");
+    let refuse = OpenOptions {
+        backing_files: false,
+        ..options()
+    };
+    let err = open(&d.join("top.qcow2"), &refuse).expect_err("refused");
+    assert!(
+        matches!(err, SourceError::BackingFileRefused { ref backing, .. } if backing == "base.qcow2"),
+        "{err}"
+    );
+    assert!(err.to_string().contains("qemu-img convert"));
+    open(&d.join("base.qcow2"), &refuse).expect("an image without a backing file still opens");
+}
+
+#[test]
 fn missing_backing_file_is_named() {
     let dir = tempfile::tempdir().expect("tempdir");
     let d = dir.path();
@@ -251,7 +272,7 @@ fn large_sparse_image_reads_only_allocated_data() {
     qemu_io(d, "big.qcow2", &["write -P 0x42 5G 512k", "write -P 0x43 8191M 512k"]);
     let image = d.join("big.qcow2");
     let expected = reference(&image, "qcow2");
-    let mut source = Qcow2Source::open(ImageFile::open(&image).expect("open"), 4096).expect("qcow2");
+    let mut source = Qcow2Source::open(ImageFile::open(&image).expect("open"), 4096, true).expect("qcow2");
     assert_eq!(source.data_hint(), Some(MIB));
     let pass = check_pass(&mut source, 4 << 20, 4096, &expected);
     assert_eq!(pass.data_bytes, MIB);
@@ -300,6 +321,7 @@ fn forced_formats() {
     let forced = |format| OpenOptions {
         format,
         zero_granularity: 4096,
+        ..OpenOptions::default()
     };
     let err = open(&d.join("x.raw"), &forced(FormatChoice::Qcow2)).expect_err("raw as qcow2");
     assert!(matches!(err, SourceError::NotQcow2 { .. }), "{err}");

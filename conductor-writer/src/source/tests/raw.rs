@@ -16,6 +16,7 @@ fn options(granule: u32) -> OpenOptions {
     OpenOptions {
         format: FormatChoice::Auto,
         zero_granularity: granule,
+        ..OpenOptions::default()
     }
 }
 
