@@ -133,6 +133,28 @@ fn swp_write_protects_until_cleared() {
 }
 
 #[test]
+fn a_reset_restores_the_default_mode_parameters() {
+    let (_, lu) = mem_lu();
+    good(select_6(&lu, &swp_list(&lu, true).to_select_bytes_6()));
+    let wce_off = ModeParameters {
+        pages: vec![
+            CachingPage {
+                wce: false,
+                ..caching(&lu)
+            }
+            .to_page(),
+        ],
+        ..current(&lu, 0x08)
+    };
+    good(select_6(&lu, &wce_off.to_select_bytes_6()));
+    assert!(lu.write_protected() && !caching(&lu).wce);
+    lu.reset();
+    assert!(!lu.write_protected() && !control(&lu).swp, "SWP back to its default");
+    assert!(caching(&lu).wce, "the write cache back to its default");
+    good(write(&lu, 0, &pattern(1, 0x11)));
+}
+
+#[test]
 fn read_only_device_stays_protected() {
     let (_, lu) = lu_on(MemDevice::new(BS, BLOCKS).with_read_only(true));
     assert!(lu.write_protected());

@@ -650,10 +650,15 @@ impl LogicalUnit {
     }
 
     /// LOGICAL UNIT RESET, TARGET WARM RESET or TARGET COLD RESET: SAM-5
-    /// has a reset release reservations made with RESERVE; persistent
-    /// reservations are unaffected.
+    /// has a reset release reservations made with RESERVE (persistent
+    /// reservations are unaffected) and, as a hard reset, return mode
+    /// parameters to their defaults (we save none): the write cache to its
+    /// configured state, software write protect off.
     pub fn reset(&self) {
         self.reservations().reserved_by = None;
+        self.write_cache
+            .store(self.default_write_cache, std::sync::atomic::Ordering::Relaxed);
+        self.swp.store(false, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// The oldest unit attention a PERSISTENT RESERVE OUT from another
