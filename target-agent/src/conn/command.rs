@@ -12,7 +12,7 @@ use iscsi_proto::scsi::{AdditionalSense, Sense, SenseKey};
 use iscsi_proto::transfer::DataInSequence;
 use iscsi_proto::{CmdSn, DataSn, Itt, Lun, StatSn, Ttt};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use tokio::sync::mpsc;
 use tracing::{Instrument, debug, debug_span, warn};
 
@@ -64,16 +64,41 @@ pub(crate) struct JobContext {
     pub max_burst: u32,
 }
 
-/// Start `job`; the returned flag aborts its answer.
-pub(crate) fn spawn(job: Job, ctx: JobContext) -> (Arc<AtomicBool>, tokio::task::JoinHandle<()>) {
-    let aborted = Arc::new(AtomicBool::new(false));
-    let flag = aborted.clone();
-    let span = debug_span!("task", itt = %job.itt);
-    let handle = tokio::spawn(run(job, ctx, flag).instrument(span));
-    (aborted, handle)
+/// Who gets to decide a running command's fate: it answers, or a task
+/// management function aborts it, never both (RFC 7143 11.5.1: an aborted
+/// task gets no response; one already answered no longer exists).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Fate(Arc<AtomicU8>);
+
+const RUNNING: u8 = 0;
+const ANSWERED: u8 = 1;
+const ABORTED: u8 = 2;
+
+impl Fate {
+    /// Claim the right to answer; false when the command was aborted.
+    fn answer(&self) -> bool {
+        self.0
+            .compare_exchange(RUNNING, ANSWERED, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+
+    /// Abort the command; false when its answer is already on its way.
+    pub(crate) fn abort(&self) -> bool {
+        self.0
+            .compare_exchange(RUNNING, ABORTED, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
 }
 
-async fn run(mut job: Job, ctx: JobContext, aborted: Arc<AtomicBool>) {
+/// Start `job`; the returned fate aborts it while it has not answered.
+pub(crate) fn spawn(job: Job, ctx: JobContext) -> (Fate, tokio::task::JoinHandle<()>) {
+    let fate = Fate::default();
+    let span = debug_span!("task", itt = %job.itt);
+    let handle = tokio::spawn(run(job, ctx, fate.clone()).instrument(span));
+    (fate, handle)
+}
+
+async fn run(mut job: Job, ctx: JobContext, fate: Fate) {
     let completion = match job.answer.take() {
         Some(answer) => answer,
         None => {
@@ -94,7 +119,7 @@ async fn run(mut job: Job, ctx: JobContext, aborted: Arc<AtomicBool>) {
         }
     };
     ctx.shared.complete_command();
-    if aborted.load(Ordering::Acquire) {
+    if !fate.answer() {
         debug!("aborted: no response");
     } else {
         for pdu in answer(&job, completion, ctx.max_segment, ctx.max_burst) {

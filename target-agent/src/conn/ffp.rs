@@ -22,7 +22,6 @@ use iscsi_proto::transfer::WriteTransfer;
 use iscsi_proto::{CmdSn, Itt, Lun, StatSn, Ttt};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tokio::sync::{Notify, mpsc, oneshot};
@@ -71,7 +70,7 @@ struct Receiving {
 
 #[derive(Debug)]
 struct Running {
-    aborted: Arc<AtomicBool>,
+    fate: command::Fate,
     handle: JoinHandle<()>,
 }
 
@@ -374,8 +373,8 @@ impl Ffp {
 
     fn launch(&mut self, job: Job) {
         let itt = job.itt;
-        let (aborted, handle) = command::spawn(job, self.context());
-        self.running.insert(itt, Running { aborted, handle });
+        let (fate, handle) = command::spawn(job, self.context());
+        self.running.insert(itt, Running { fate, handle });
     }
 
     async fn start_command(&mut self, cmd: ScsiCommand, data: Bytes) {
@@ -632,9 +631,12 @@ impl Ffp {
         Ok(())
     }
 
-    /// Abort the tasks for which `matches` holds; waits for running ones.
-    async fn abort_where(&mut self, matches: impl Fn(Itt) -> bool) {
+    /// Abort the tasks for which `matches` holds and wait for the running
+    /// ones to finish. Returns how many were aborted: a running task that
+    /// had already answered is not counted.
+    async fn abort_where(&mut self, matches: impl Fn(Itt) -> bool) -> usize {
         let dropped: Vec<Itt> = self.receiving.keys().copied().filter(|i| matches(*i)).collect();
+        let mut aborted = dropped.len();
         for itt in dropped {
             self.receiving.remove(&itt);
             self.shared.complete_command();
@@ -643,10 +645,14 @@ impl Ffp {
         let running: Vec<Itt> = self.running.keys().copied().filter(|i| matches(*i)).collect();
         for itt in running {
             if let Some(task) = self.running.remove(&itt) {
-                task.aborted.store(true, Ordering::Release);
+                if task.fate.abort() {
+                    aborted += 1;
+                }
+                // Its answer, if it had one, is queued before what we say next.
                 let _ = task.handle.await;
             }
         }
+        aborted
     }
 
     fn remember_aborted(&mut self, itt: Itt) {
@@ -664,8 +670,15 @@ impl Ffp {
                 let rtt = h.referenced_task_tag;
                 let exists = self.receiving.contains_key(&rtt) || self.running.contains_key(&rtt);
                 if exists {
-                    self.abort_where(|itt| itt == rtt).await;
-                    (TmfResponse::FUNCTION_COMPLETE, Flow::Continue)
+                    // A task that answered before the abort reached it no
+                    // longer exists (and libiscsi checks exactly that).
+                    let aborted = self.abort_where(|itt| itt == rtt).await > 0;
+                    let response = if aborted {
+                        TmfResponse::FUNCTION_COMPLETE
+                    } else {
+                        TmfResponse::TASK_DOES_NOT_EXIST
+                    };
+                    (response, Flow::Continue)
                 } else if self.shared.window().exp_cmd_sn().le(h.ref_cmd_sn) && h.ref_cmd_sn.lt(h.cmd_sn) {
                     // RFC 7143 11.5.1: a task not received yet, whose CmdSN
                     // is in the window and before the request's, counts as
