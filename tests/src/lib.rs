@@ -25,3 +25,9 @@ pub fn qemu_img(args: &[&str]) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// `qemu-img convert` a raw image into a qcow2 with compressed clusters.
+pub fn compressed_qcow2(raw: &std::path::Path, qcow2: &std::path::Path) {
+    let (raw, qcow2) = (raw.to_str().expect("UTF-8 path"), qcow2.to_str().expect("UTF-8 path"));
+    qemu_img(&["convert", "-c", "-f", "raw", "-O", "qcow2", raw, qcow2]);
+}

@@ -5,8 +5,8 @@
 #![allow(clippy::unwrap_used)]
 
 use integration_tests::agent::{TargetAgent, workspace_binary};
-use integration_tests::qemu_img;
 use integration_tests::tgtd::Tgtd;
+use integration_tests::{compressed_qcow2, qemu_img};
 use std::io::Read;
 use std::net::TcpListener;
 use std::os::unix::fs::FileExt;
@@ -193,16 +193,7 @@ fn qcow2_onto_tgtd() {
     let dir = TempDir::new().unwrap();
     let raw = raw_image(dir.path());
     let image = dir.path().join("image.qcow2");
-    qemu_img(&[
-        "convert",
-        "-c",
-        "-f",
-        "raw",
-        "-O",
-        "qcow2",
-        raw.to_str().unwrap(),
-        image.to_str().unwrap(),
-    ]);
+    compressed_qcow2(&raw, &image);
     let flat = std::fs::read(&raw).unwrap();
     let disk = junk_disk();
     let tgtd = Tgtd::start();

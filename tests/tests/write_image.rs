@@ -11,8 +11,8 @@ use conductor_writer::initiator::Session;
 use conductor_writer::source::{self, OpenOptions};
 use conductor_writer::write::{WriteError, WriteOptions, write_image};
 use integration_tests::agent::TargetAgent;
-use integration_tests::qemu_img;
 use integration_tests::tgtd::Tgtd;
+use integration_tests::{compressed_qcow2, qemu_img};
 use iscsi_proto::Lun;
 use iscsi_proto::login::InitiatorConfig;
 use iscsi_proto::pdu::Isid;
@@ -54,16 +54,7 @@ fn raw_image(dir: &Path) -> PathBuf {
 /// A qcow2 overlay with compressed clusters over a raw-derived base.
 fn qcow2_image(dir: &Path, raw: &Path) -> PathBuf {
     let base = dir.join("base.qcow2");
-    qemu_img(&[
-        "convert",
-        "-c",
-        "-f",
-        "raw",
-        "-O",
-        "qcow2",
-        raw.to_str().unwrap(),
-        base.to_str().unwrap(),
-    ]);
+    compressed_qcow2(raw, &base);
     let overlay = dir.join("overlay.qcow2");
     qemu_img(&[
         "create",
