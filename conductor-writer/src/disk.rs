@@ -5,7 +5,7 @@ use crate::initiator::{Completion, Session, SessionError};
 use bytes::Bytes;
 use iscsi_proto::Lun;
 use iscsi_proto::scsi::data::{BlockLimits, LogicalBlockProvisioning, ReadCapacity16Data};
-use iscsi_proto::scsi::{Command, ScsiStatus, Sense, SenseKey};
+use iscsi_proto::scsi::{CdbSize, Command, ReadWrite, ScsiStatus, Sense, SenseKey, SyncRange};
 use std::sync::Arc;
 use std::time::Duration;
 use tracing::debug;
@@ -136,6 +136,33 @@ impl Disk {
     #[must_use]
     pub fn sessions(&self) -> &[Arc<Session>] {
         &self.sessions
+    }
+
+    /// Read `len` bytes from byte `offset` (both whole blocks).
+    pub async fn read_at(&self, offset: u64, len: u32) -> Result<Bytes, DiskError> {
+        let block = u64::from(self.geometry.block_size.max(1));
+        let blocks = u64::from(len).div_ceil(block);
+        let read = Command::Read(ReadWrite {
+            size: CdbSize::Sixteen,
+            ..ReadWrite::new(offset / block, u32::try_from(blocks).unwrap_or(u32::MAX))
+        });
+        let done = self.run("READ (16)", &read, Bytes::new(), len).await?;
+        if done.data.len() < len as usize {
+            return Err(DiskError::Malformed("READ (16): short data"));
+        }
+        Ok(done.data)
+    }
+
+    /// SYNCHRONIZE CACHE (16) over the whole LUN: written blocks are durable.
+    pub async fn synchronize_cache(&self) -> Result<(), DiskError> {
+        let sync = Command::SynchronizeCache(SyncRange {
+            lba: 0,
+            number_of_blocks: 0,
+            immed: false,
+            size: CdbSize::Sixteen,
+        });
+        self.run("SYNCHRONIZE CACHE (16)", &sync, Bytes::new(), 0).await?;
+        Ok(())
     }
 
     /// Run `command` on the first session.

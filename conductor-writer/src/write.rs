@@ -5,7 +5,7 @@
 use crate::disk::{Disk, DiskError};
 use crate::source::{Chunk, Source, SourceError};
 use bytes::{Bytes, BytesMut};
-use iscsi_proto::scsi::{AdditionalSense, CdbSize, Command, ReadWrite, SyncRange, WriteSame};
+use iscsi_proto::scsi::{AdditionalSense, CdbSize, Command, ReadWrite, WriteSame};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -71,28 +71,51 @@ enum Piece {
     Zero { lba: u64, blocks: u64 },
 }
 
-/// Write `source` onto `disk` from byte 0. The image must fit: checked
-/// before anything is written. A final partial block is padded with zeroes.
+/// Write `source` onto `disk` from byte 0, then flush the disk's cache.
+/// The image must fit: checked before anything is written. A final partial
+/// block is padded with zeroes.
 pub async fn write_image(
     disk: &Disk,
     source: Box<dyn Source>,
+    options: &WriteOptions,
+    progress: impl FnMut(Progress),
+) -> Result<Report, WriteError> {
+    let started = Instant::now();
+    let mut report = write_at(disk, source, 0, options, progress).await?;
+    disk.synchronize_cache().await?;
+    report.elapsed = started.elapsed();
+    Ok(report)
+}
+
+/// Write `source` onto `disk` starting at byte `offset` (a whole number of
+/// blocks), without flushing the cache. The image must fit between `offset`
+/// and the end of the disk: checked before anything is written.
+pub async fn write_at(
+    disk: &Disk,
+    source: Box<dyn Source>,
+    offset: u64,
     options: &WriteOptions,
     mut progress: impl FnMut(Progress),
 ) -> Result<Report, WriteError> {
     let started = Instant::now();
     let geometry = disk.geometry.clone();
     let size = source.size();
-    if size > geometry.capacity() {
+    let room = geometry.capacity().saturating_sub(offset);
+    if size > room {
         return Err(WriteError::TooLarge {
             image: size,
-            disk: geometry.capacity(),
+            disk: room,
         });
     }
     let block = u64::from(geometry.block_size);
+    if !offset.is_multiple_of(block) {
+        return Err(WriteError::Unaligned { offset, block });
+    }
     let per_command = geometry.io_bytes(options.max_io);
     // Read the image on a blocking thread, a bounded distance ahead.
     let (tx, mut rx) = mpsc::channel::<Result<Piece, WriteError>>(options.queue_depth.max(1) * 2);
-    let reader = tokio::task::spawn_blocking(move || read_pieces(source, block, per_command, &tx));
+    let base_lba = offset / block;
+    let reader = tokio::task::spawn_blocking(move || read_pieces(source, block, base_lba, per_command, &tx));
 
     let mut report = Report {
         image_bytes: size,
@@ -176,13 +199,6 @@ pub async fn write_image(
         });
     }
     reader.await.map_err(|e| WriteError::Internal(e.to_string()))?;
-    let sync = Command::SynchronizeCache(SyncRange {
-        lba: 0,
-        number_of_blocks: 0,
-        immed: false,
-        size: CdbSize::Sixteen,
-    });
-    disk.run("SYNCHRONIZE CACHE", &sync, Bytes::new(), 0).await?;
     report.elapsed = started.elapsed();
     Ok(report)
 }
@@ -191,6 +207,7 @@ pub async fn write_image(
 fn read_pieces(
     mut source: Box<dyn Source>,
     block: u64,
+    base_lba: u64,
     per_command: u64,
     tx: &mpsc::Sender<Result<Piece, WriteError>>,
 ) {
@@ -200,7 +217,7 @@ fn read_pieces(
             Ok(None) => return,
             Err(e) => Err(WriteError::Source(e)),
             Ok(Some(Chunk::Data { offset, data })) => {
-                if offset % block != 0 {
+                if !offset.is_multiple_of(block) {
                     Err(WriteError::Unaligned { offset, block })
                 } else {
                     // Only the image's last chunk can end inside a block:
@@ -214,7 +231,7 @@ fn read_pieces(
                         buf.freeze()
                     };
                     Ok(Piece::Data {
-                        lba: offset / block,
+                        lba: base_lba + offset / block,
                         data,
                     })
                 }
@@ -222,11 +239,11 @@ fn read_pieces(
             Ok(Some(Chunk::Zero { offset, len })) => {
                 let first = offset.div_ceil(block);
                 let end = (offset + len).div_ceil(block);
-                if offset % block != 0 {
+                if !offset.is_multiple_of(block) {
                     Err(WriteError::Unaligned { offset, block })
                 } else {
                     Ok(Piece::Zero {
-                        lba: first,
+                        lba: base_lba + first,
                         blocks: end - first,
                     })
                 }

@@ -10,12 +10,14 @@
 //! - [`raw`]: raw files and block devices; holes via `SEEK_DATA`/`SEEK_HOLE`.
 //! - [`qcow2`], [`qcow2_header`]: qcow2 v2/v3 via imago, with our own header checks and
 //!   backing-chain walk.
+//! - [`memory`]: bytes in memory and runs of zeroes (partition tables, wiped metadata).
 //! - [`checksum`]: `sha256:`/`md5:` digests of the image file as stored.
 //! - [`error`]: [`SourceError`], one user-facing message per failure.
 
 mod checksum;
 mod detect;
 mod error;
+mod memory;
 mod qcow2;
 mod qcow2_header;
 mod raw;
@@ -28,6 +30,7 @@ use std::path::Path;
 
 pub use checksum::{Checksum, verify_checksum};
 pub use error::{ForeignFormat, SourceError};
+pub use memory::{Memory, Zeroes};
 
 use detect::{Detected, ImageFile, detect};
 
@@ -125,6 +128,11 @@ pub struct OpenOptions {
     /// source can name any local file as its backing file, whose contents
     /// would then land on the disk: refuse them for such images.
     pub backing_files: bool,
+    /// Look for zero granules inside the data the format stores. Off, only
+    /// what the format knows reads as zeroes (holes, unallocated clusters)
+    /// comes back as [`Chunk::Zero`]: for images whose stored zeroes must be
+    /// written while their holes need not be.
+    pub scan_zeroes: bool,
 }
 
 /// The largest zero granularity accepted: one granule must fit in a read buffer.
@@ -136,6 +144,7 @@ impl Default for OpenOptions {
             format: FormatChoice::Auto,
             zero_granularity: 4096,
             backing_files: true,
+            scan_zeroes: true,
         }
     }
 }
@@ -180,7 +189,15 @@ pub(crate) fn open_with(path: &Path, options: &OpenOptions, seek_data: bool) -> 
     };
     tracing::debug!(path = %path.display(), %format, size = image.size, "opening image");
     Ok(match format {
-        Format::Raw => Box::new(raw::RawSource::new(image, granule, seek_data)),
-        Format::Qcow2 => Box::new(qcow2::Qcow2Source::open(image, granule, options.backing_files)?),
+        Format::Raw => {
+            let mut source = raw::RawSource::new(image, granule, seek_data);
+            source.chunker.scan_zeroes = options.scan_zeroes;
+            Box::new(source)
+        }
+        Format::Qcow2 => {
+            let mut source = qcow2::Qcow2Source::open(image, granule, options.backing_files)?;
+            source.chunker.scan_zeroes = options.scan_zeroes;
+            Box::new(source)
+        }
     })
 }

@@ -34,7 +34,7 @@ const HINT_MAX_LOOKUPS: usize = 1 << 20;
 /// A qcow2 image, possibly with a chain of backing files.
 #[derive(Debug)]
 pub(crate) struct Qcow2Source {
-    chunker: Chunker<Qcow2Extents>,
+    pub(crate) chunker: Chunker<Qcow2Extents>,
     data_hint: Option<u64>,
 }
 

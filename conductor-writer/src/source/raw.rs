@@ -18,7 +18,7 @@ const HINT_MAX_EXTENTS: usize = 1 << 16;
 /// A raw image: the file's bytes are the disk's bytes.
 #[derive(Debug)]
 pub(crate) struct RawSource {
-    chunker: Chunker<RawExtents>,
+    pub(crate) chunker: Chunker<RawExtents>,
     data_hint: Option<u64>,
 }
 

@@ -67,6 +67,8 @@ pub(crate) struct Chunker<M> {
     pending: Bytes,
     /// Bytes read from the image so far (for tests and summaries).
     pub(crate) bytes_read: u64,
+    /// Report zero granules inside data as [`Chunk::Zero`] (else only what the format knows).
+    pub(crate) scan_zeroes: bool,
     finished: bool,
 }
 
@@ -80,6 +82,7 @@ impl<M: ExtentMap> Chunker<M> {
             pos: 0,
             pending: Bytes::new(),
             bytes_read: 0,
+            scan_zeroes: true,
             finished: false,
         }
     }
@@ -119,7 +122,11 @@ impl<M: ExtentMap> Chunker<M> {
                 read_this_call += self.pending.len() as u64;
             }
             // `pending` starts at `pos`: take its leading zero granules into the zero run.
-            let zeroes = self.leading_granules(true);
+            let zeroes = if self.scan_zeroes {
+                self.leading_granules(true)
+            } else {
+                0
+            };
             if zeroes > 0 {
                 let _ = self.pending.split_to(zeroes);
                 self.pos += zeroes as u64;
@@ -134,7 +141,11 @@ impl<M: ExtentMap> Chunker<M> {
                 len: self.pos - start,
             }));
         }
-        let len = self.leading_granules(false);
+        let len = if self.scan_zeroes {
+            self.leading_granules(false)
+        } else {
+            self.pending.len()
+        };
         let data = self.pending.split_to(len);
         self.pos += len as u64;
         Ok(Some(Chunk::Data { offset: start, data }))

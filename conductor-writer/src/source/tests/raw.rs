@@ -236,3 +236,33 @@ fn block_device() {
     let pass = result.expect("block device pass");
     assert!(pass.zero_bytes > 9 * MIB, "zeroes on a device are found by scanning");
 }
+
+#[test]
+fn without_zero_scan_only_holes_are_zero() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("mkfs-like.img");
+    let size = sparse_file(&path);
+    let file = File::open(&path).expect("open");
+    let options = OpenOptions {
+        scan_zeroes: false,
+        ..options(4096)
+    };
+    let mut source = open(&path, &options).expect("open");
+    let (mut pos, mut data_bytes) = (0, 0);
+    while let Some(chunk) = source.next_chunk(MIB as usize).expect("chunk") {
+        assert_eq!(chunk.offset(), pos);
+        if let Chunk::Data { data, .. } = &chunk {
+            let mut want = vec![0u8; data.len()];
+            file.read_exact_at(&mut want, pos).expect("read");
+            assert!(want[..] == data[..], "data at {pos}");
+            data_bytes += data.len() as u64;
+        }
+        pos += chunk.len();
+    }
+    assert_eq!(pos, size);
+    // The 256 KiB of written zeroes and the 64 KiB zeroed inside data are
+    // stored, so they are sent; the holes are not.
+    let stored = 4096 + 256 * 1024 + 70_000 + 10 + 300_000 + 700;
+    assert!(data_bytes >= stored, "stored zeroes are data: {data_bytes}");
+    assert!(data_bytes <= stored + 16 * 4096, "holes are not: {data_bytes}");
+}
