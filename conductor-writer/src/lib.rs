@@ -16,10 +16,14 @@
 //! - [`write`]: an image onto a disk, data as WRITE (16), zeroes as WRITE
 //!   SAME (16), many commands in flight.
 //!
+//! - [`deploy`]: a node's disk partitioned, formatted and imaged as Ironic's
+//!   `work_on_disk` did, validated before the first write.
+//!
 //! - [`url`]: `iscsi://` URLs as libiscsi and QEMU write them.
 //! - [`cli`]: the commands behind `main.rs`.
 
 pub mod cli;
+pub mod deploy;
 pub mod disk;
 pub mod initiator;
 pub mod source;
