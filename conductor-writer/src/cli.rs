@@ -207,6 +207,50 @@ async fn logout(disk: Disk) {
     }
 }
 
+/// `deploy`: partition, format and image a node's disk, then (with
+/// `notify`) tell its ramdisk we are done.
+pub async fn deploy(
+    url: &IscsiUrl,
+    login: &Login,
+    sessions: usize,
+    options: &crate::deploy::DeployOptions,
+    show_progress: bool,
+    notify_port: Option<u16>,
+) -> anyhow::Result<crate::deploy::DeployReport> {
+    let disk = open_disk(url, login, sessions).await?;
+    let progress = bar(0, show_progress, "deploying");
+    let result = crate::deploy::deploy(&disk, options, |p| {
+        progress.set_length(p.total_bytes);
+        progress.set_position(p.done_bytes);
+    })
+    .await;
+    progress.finish_and_clear();
+    logout(disk).await;
+    let mut report = result?;
+    if let Some(port) = notify_port {
+        notify_retrying(&url.host, port, login.timeout).await?;
+        report.notified = true;
+    }
+    Ok(report)
+}
+
+/// [`notify`], retrying while the ramdisk is not listening yet.
+async fn notify_retrying(host: &str, port: u16, timeout: Duration) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        match notify(host, port, timeout).await {
+            Ok(()) => return Ok(()),
+            Err(e) if tokio::time::Instant::now() >= deadline => {
+                return Err(e.context(format!(
+                    "the disk is written, but the ramdisk at {host}:{port} was not told; \
+                     send `conductor-writer notify {host} --port {port}` once it listens"
+                )));
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+        }
+    }
+}
+
 /// `discover HOST[:PORT]`: SendTargets=All in a discovery session.
 pub async fn discover(portal: &str, login: &Login) -> anyhow::Result<Vec<TargetRecord>> {
     let (host, port) = parse_portal(portal, 3260).map_err(|e| anyhow::anyhow!("invalid portal {portal:?}: {e}"))?;

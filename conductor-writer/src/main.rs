@@ -1,7 +1,11 @@
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use conductor_writer::cli::{self, Login, WriteArgs};
-use conductor_writer::source::{Checksum, FormatChoice};
+use conductor_writer::deploy::layout::{BootMode, BootOption};
+use conductor_writer::deploy::mkfs::FsFormat;
+use conductor_writer::deploy::table::Label;
+use conductor_writer::deploy::{DeployOptions, ImageType};
+use conductor_writer::source::{Checksum, FormatChoice, OpenOptions};
 use conductor_writer::url::IscsiUrl;
 use conductor_writer::write::WriteOptions;
 use iscsi_proto::login::Credentials;
@@ -98,14 +102,20 @@ struct ImageArgs {
     no_backing_files: bool,
 }
 
+impl Format {
+    fn choice(self) -> FormatChoice {
+        match self {
+            Format::Auto => FormatChoice::Auto,
+            Format::Raw => FormatChoice::Raw,
+            Format::Qcow2 => FormatChoice::Qcow2,
+        }
+    }
+}
+
 impl ImageArgs {
     fn write_args(&self, checksum: Option<Checksum>, verify: bool, skip_zeroes: bool) -> WriteArgs {
         WriteArgs {
-            format: match self.format {
-                Format::Auto => FormatChoice::Auto,
-                Format::Raw => FormatChoice::Raw,
-                Format::Qcow2 => FormatChoice::Qcow2,
-            },
+            format: self.format.choice(),
             checksum,
             sessions: self.sessions.max(1),
             options: WriteOptions {
@@ -158,6 +168,9 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Partition, format and image a node's disk as Ironic's iSCSI deploy
+    /// did, then tell its ramdisk we are done.
+    Deploy(Box<DeployArgs>),
     /// Tell a legacy deploy ramdisk we are done (sends "done" to port 10000).
     Notify {
         address: String,
@@ -166,8 +179,156 @@ enum Command {
     },
 }
 
+#[derive(Debug, clap::Args)]
+struct DeployArgs {
+    /// The node's address (its iSCSI portal and done port).
+    #[arg(long)]
+    address: String,
+    #[arg(long, default_value_t = 3260)]
+    port: u16,
+    /// The target the ramdisk serves the disk under.
+    #[arg(long)]
+    iqn: String,
+    #[arg(long, default_value_t = 1)]
+    lun: u16,
+    /// The image file (raw or qcow2).
+    #[arg(long)]
+    image: PathBuf,
+    #[arg(long, value_enum)]
+    image_type: ImageType,
+    /// Image format.
+    #[arg(long, value_enum, default_value_t = Format::Auto)]
+    format: Format,
+    /// sha256:HEX or md5:HEX of the image file, checked before anything is written.
+    #[arg(long)]
+    checksum: Option<Checksum>,
+    /// Root partition size (partition images; default: the rest of the disk).
+    #[arg(long)]
+    root_mb: Option<u64>,
+    #[arg(long, default_value_t = 0)]
+    swap_mb: u64,
+    #[arg(long, default_value_t = 0)]
+    ephemeral_mb: u64,
+    #[arg(long, value_enum, default_value_t = FsFormat::Ext4)]
+    ephemeral_format: FsFormat,
+    /// Keep the ephemeral partition and its data (the layout must put it where it is).
+    #[arg(long)]
+    preserve_ephemeral: bool,
+    /// Config drive: a file (gzip+base64, or a plain ISO 9660/vfat image) or an http:// URL.
+    #[arg(long)]
+    configdrive: Option<String>,
+    #[arg(long, value_enum, default_value_t = BootMode::Bios)]
+    boot_mode: BootMode,
+    #[arg(long, value_enum, default_value_t = BootOption::Netboot)]
+    boot_option: BootOption,
+    /// Partition table (default: gpt for uefi, msdos for bios).
+    #[arg(long, value_enum)]
+    disk_label: Option<DiskLabel>,
+    /// EFI system partition size (UEFI local boot).
+    #[arg(long, default_value_t = 550)]
+    efi_mb: u64,
+    /// Send `done` to the ramdisk when finished (the default).
+    #[arg(long, overrides_with = "no_notify")]
+    notify: bool,
+    /// Do not send `done`.
+    #[arg(long)]
+    no_notify: bool,
+    #[arg(long, default_value_t = 10000)]
+    notify_port: u16,
+    /// Sessions to spread commands over.
+    #[arg(long, default_value_t = 1)]
+    sessions: usize,
+    /// Commands in flight.
+    #[arg(long, default_value_t = 32)]
+    queue_depth: usize,
+    /// Refuse qcow2 images that name a backing file.
+    #[arg(long)]
+    no_backing_files: bool,
+    #[command(flatten)]
+    login: LoginArgs,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
+    /// Print the result as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum DiskLabel {
+    Msdos,
+    Gpt,
+}
+
+impl DeployArgs {
+    fn options(&self) -> anyhow::Result<DeployOptions> {
+        if self.image_type == ImageType::WholeDisk
+            && (self.root_mb.is_some() || self.swap_mb > 0 || self.ephemeral_mb > 0 || self.preserve_ephemeral)
+        {
+            anyhow::bail!(
+                "--root-mb, --swap-mb, --ephemeral-mb and --preserve-ephemeral are for partition images; \
+                 a whole-disk image brings its own partitions"
+            );
+        }
+        Ok(DeployOptions {
+            image: self.image.clone(),
+            image_type: self.image_type,
+            open: OpenOptions {
+                format: self.format.choice(),
+                backing_files: !self.no_backing_files,
+                ..OpenOptions::default()
+            },
+            checksum: self.checksum,
+            boot_mode: self.boot_mode,
+            boot_option: self.boot_option,
+            label: self.disk_label.map(|l| match l {
+                DiskLabel::Msdos => Label::Msdos,
+                DiskLabel::Gpt => Label::Gpt,
+            }),
+            efi_mb: self.efi_mb,
+            ephemeral_mb: self.ephemeral_mb,
+            swap_mb: self.swap_mb,
+            root_mb: self.root_mb,
+            ephemeral_format: self.ephemeral_format,
+            preserve_ephemeral: self.preserve_ephemeral,
+            configdrive: self.configdrive.clone(),
+            write: WriteOptions {
+                queue_depth: self.queue_depth.max(1),
+                ..WriteOptions::default()
+            },
+            fetch_timeout: Duration::from_secs(self.login.timeout.max(1) * 3),
+        })
+    }
+}
+
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Deploy(args) => {
+            let options = args.options()?;
+            let url = IscsiUrl {
+                host: args.address.clone(),
+                port: args.port,
+                target: args.iqn.clone(),
+                lun: args.lun,
+                user: None,
+            };
+            let progress = !args.quiet && !args.json && std::io::stderr().is_terminal();
+            let notify = (!args.no_notify).then_some(args.notify_port);
+            let report = cli::deploy(
+                &url,
+                &args.login.login(),
+                args.sessions.max(1),
+                &options,
+                progress,
+                notify,
+            )
+            .await?;
+            if args.json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                print!("{}", report.text());
+            }
+        }
         Command::Write {
             image,
             verify,
