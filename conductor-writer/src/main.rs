@@ -1,7 +1,7 @@
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use conductor_writer::cli::{self, Login, WriteArgs};
-use conductor_writer::deploy::layout::{BootMode, BootOption};
+use conductor_writer::deploy::layout::{self, BootMode, BootOption};
 use conductor_writer::deploy::mkfs::FsFormat;
 use conductor_writer::deploy::table::Label;
 use conductor_writer::deploy::{DeployOptions, ImageType};
@@ -82,12 +82,23 @@ struct ImageArgs {
     /// Image format.
     #[arg(long, value_enum, default_value_t = Format::Auto)]
     format: Format,
+    #[command(flatten)]
+    io: TransferArgs,
+}
+
+/// How to talk to the target and to the user; shared by the commands that
+/// move images.
+#[derive(Debug, clap::Args)]
+struct TransferArgs {
     /// Sessions to spread commands over.
     #[arg(long, default_value_t = 1)]
     sessions: usize,
     /// Commands in flight.
     #[arg(long, default_value_t = 32)]
     queue_depth: usize,
+    /// Refuse qcow2 images that name a backing file.
+    #[arg(long)]
+    no_backing_files: bool,
     #[command(flatten)]
     login: LoginArgs,
     /// No progress bar.
@@ -96,10 +107,12 @@ struct ImageArgs {
     /// Print the result as JSON.
     #[arg(long)]
     json: bool,
-    /// Refuse qcow2 images that name a backing file (for untrusted images:
-    /// a backing file can be any local file).
-    #[arg(long)]
-    no_backing_files: bool,
+}
+
+impl TransferArgs {
+    fn progress(&self) -> bool {
+        !self.quiet && !self.json && std::io::stderr().is_terminal()
+    }
 }
 
 impl Format {
@@ -117,15 +130,15 @@ impl ImageArgs {
         WriteArgs {
             format: self.format.choice(),
             checksum,
-            sessions: self.sessions.max(1),
+            sessions: self.io.sessions.max(1),
             options: WriteOptions {
-                queue_depth: self.queue_depth.max(1),
+                queue_depth: self.io.queue_depth.max(1),
                 skip_zeroes,
                 ..WriteOptions::default()
             },
             verify,
-            progress: !self.quiet && !self.json && std::io::stderr().is_terminal(),
-            backing_files: !self.no_backing_files,
+            progress: self.io.progress(),
+            backing_files: !self.io.no_backing_files,
         }
     }
 }
@@ -235,23 +248,8 @@ struct DeployArgs {
     no_notify: bool,
     #[arg(long, default_value_t = 10000)]
     notify_port: u16,
-    /// Sessions to spread commands over.
-    #[arg(long, default_value_t = 1)]
-    sessions: usize,
-    /// Commands in flight.
-    #[arg(long, default_value_t = 32)]
-    queue_depth: usize,
-    /// Refuse qcow2 images that name a backing file.
-    #[arg(long)]
-    no_backing_files: bool,
     #[command(flatten)]
-    login: LoginArgs,
-    /// No progress bar.
-    #[arg(long)]
-    quiet: bool,
-    /// Print the result as JSON.
-    #[arg(long)]
-    json: bool,
+    io: TransferArgs,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -275,28 +273,31 @@ impl DeployArgs {
             image_type: self.image_type,
             open: OpenOptions {
                 format: self.format.choice(),
-                backing_files: !self.no_backing_files,
+                backing_files: !self.io.no_backing_files,
                 ..OpenOptions::default()
             },
             checksum: self.checksum,
-            boot_mode: self.boot_mode,
-            boot_option: self.boot_option,
-            label: self.disk_label.map(|l| match l {
-                DiskLabel::Msdos => Label::Msdos,
-                DiskLabel::Gpt => Label::Gpt,
-            }),
-            efi_mb: self.efi_mb,
-            ephemeral_mb: self.ephemeral_mb,
-            swap_mb: self.swap_mb,
-            root_mb: self.root_mb,
+            partitions: layout::Request {
+                boot_mode: self.boot_mode,
+                boot_option: self.boot_option,
+                label: self.disk_label.map(|l| match l {
+                    DiskLabel::Msdos => Label::Msdos,
+                    DiskLabel::Gpt => Label::Gpt,
+                }),
+                efi_mb: self.efi_mb,
+                ephemeral_mb: self.ephemeral_mb,
+                swap_mb: self.swap_mb,
+                configdrive_mb: 0,
+                root_mb: self.root_mb,
+            },
             ephemeral_format: self.ephemeral_format,
             preserve_ephemeral: self.preserve_ephemeral,
             configdrive: self.configdrive.clone(),
             write: WriteOptions {
-                queue_depth: self.queue_depth.max(1),
+                queue_depth: self.io.queue_depth.max(1),
                 ..WriteOptions::default()
             },
-            fetch_timeout: Duration::from_secs(self.login.timeout.max(1) * 3),
+            fetch_timeout: Duration::from_secs(self.io.login.timeout.max(1) * 3),
         })
     }
 }
@@ -312,18 +313,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 lun: args.lun,
                 user: None,
             };
-            let progress = !args.quiet && !args.json && std::io::stderr().is_terminal();
+            let progress = args.io.progress();
             let notify = (!args.no_notify).then_some(args.notify_port);
             let report = cli::deploy(
                 &url,
-                &args.login.login(),
-                args.sessions.max(1),
+                &args.io.login.login(),
+                args.io.sessions.max(1),
                 &options,
                 progress,
                 notify,
             )
             .await?;
-            if args.json {
+            if args.io.json {
                 println!("{}", serde_json::to_string(&report)?);
             } else {
                 print!("{}", report.text());
@@ -336,8 +337,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             skip_zeroes,
         } => {
             let args = image.write_args(checksum, verify, skip_zeroes);
-            let summary = cli::write(&image.image, &image.url, &image.login.login(), &args).await?;
-            if image.json {
+            let summary = cli::write(&image.image, &image.url, &image.io.login.login(), &args).await?;
+            if image.io.json {
                 println!("{}", serde_json::to_string(&summary)?);
             } else {
                 println!("{}", summary.line());
@@ -345,8 +346,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Verify { image } => {
             let args = image.write_args(None, true, false);
-            cli::verify(&image.image, &image.url, &image.login.login(), &args).await?;
-            if image.json {
+            cli::verify(&image.image, &image.url, &image.io.login.login(), &args).await?;
+            if image.io.json {
                 println!(
                     "{}",
                     serde_json::json!({ "image": image.image, "target": image.url.to_string(), "verified": true })

@@ -28,7 +28,7 @@ use crate::write::{Progress, Report, WriteOptions, write_at};
 use anyhow::{Context, bail};
 use configdrive::ConfigDrive;
 use fsid::FsId;
-use layout::{BootMode, BootOption, Layout, MIB, Role};
+use layout::{Layout, MIB, Role};
 use mkfs::{FsFormat, Mkfs};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -52,15 +52,9 @@ pub struct DeployOptions {
     pub image_type: ImageType,
     pub open: OpenOptions,
     pub checksum: Option<Checksum>,
-    pub boot_mode: BootMode,
-    pub boot_option: BootOption,
-    /// None: GPT for UEFI, msdos for BIOS.
-    pub label: Option<Label>,
-    pub efi_mb: u64,
-    pub ephemeral_mb: u64,
-    pub swap_mb: u64,
-    /// None: the rest of the disk.
-    pub root_mb: Option<u64>,
+    /// The partitions of a partition-image deploy; `configdrive_mb` is
+    /// taken from the config drive itself.
+    pub partitions: layout::Request,
     pub ephemeral_format: FsFormat,
     pub preserve_ephemeral: bool,
     /// A file path or `http://` URL.
@@ -346,6 +340,27 @@ fn scratch_source(path: &Path, holes_matter: bool) -> anyhow::Result<Box<dyn Sou
     Ok(source::open(path, &options)?)
 }
 
+/// The config drive, through a scratch file, as partition `number` at `offset`.
+fn configdrive_region(
+    cd: &ConfigDrive,
+    scratch: &Path,
+    offset: u64,
+    number: u32,
+    filesystems: &mut Vec<(u32, FsId)>,
+) -> anyhow::Result<Region> {
+    let path = scratch.join("configdrive");
+    std::fs::write(&path, &cd.image).context("cannot write the config drive to a scratch file")?;
+    if let Some(fs) = fs_of_file(&path)? {
+        filesystems.push((number, fs));
+    }
+    Ok(Region {
+        what: "config drive".into(),
+        offset,
+        source: scratch_source(&path, true)?,
+        skip_zeroes: false,
+    })
+}
+
 async fn prepare_partition_image(
     disk: &Disk,
     options: &DeployOptions,
@@ -355,14 +370,8 @@ async fn prepare_partition_image(
 ) -> anyhow::Result<Plan> {
     let g = &disk.geometry;
     let request = layout::Request {
-        boot_mode: options.boot_mode,
-        boot_option: options.boot_option,
-        label: options.label,
-        efi_mb: options.efi_mb,
-        ephemeral_mb: options.ephemeral_mb,
-        swap_mb: options.swap_mb,
         configdrive_mb: configdrive.as_ref().map_or(0, ConfigDrive::size_mib),
-        root_mb: options.root_mb,
+        ..options.partitions.clone()
     };
     let existing = if options.preserve_ephemeral {
         let head = disk
@@ -426,17 +435,14 @@ async fn prepare_partition_image(
         make(Role::Ephemeral, Mkfs::Ephemeral(options.ephemeral_format))?;
     }
     if let (Some(cd), Some((offset, _))) = (&configdrive, at(Role::ConfigDrive)) {
-        let path = scratch.path().join("configdrive");
-        std::fs::write(&path, &cd.image).context("cannot write the config drive to a scratch file")?;
-        if let Some(fs) = fs_of_file(&path)? {
-            filesystems.push((layout.partition(Role::ConfigDrive).map_or(0, |p| p.number), fs));
-        }
-        regions.push(Region {
-            what: "config drive".into(),
+        let number = layout.partition(Role::ConfigDrive).map_or(0, |p| p.number);
+        regions.push(configdrive_region(
+            cd,
+            scratch.path(),
             offset,
-            source: scratch_source(&path, true)?,
-            skip_zeroes: false,
-        });
+            number,
+            &mut filesystems,
+        )?);
     }
 
     // The root file system's identity, from the image itself.
@@ -593,17 +599,14 @@ fn prepare_whole_disk(
         };
         let slot = layout::configdrive_slot(t, configdrive::MAX_CONFIG_DRIVE_BYTES / MIB)
             .context("no room for the config drive partition after the image's partitions")?;
-        let path = scratch.path().join("configdrive");
-        std::fs::write(&path, &cd.image).context("cannot write the config drive to a scratch file")?;
-        if let Some(fs) = fs_of_file(&path)? {
-            filesystems.push((slot.number, fs));
-        }
-        regions.push(Region {
-            what: "config drive".into(),
-            offset: slot.first_lba * u64::from(g.block_size),
-            source: scratch_source(&path, true)?,
-            skip_zeroes: false,
-        });
+        let offset = slot.first_lba * u64::from(g.block_size);
+        regions.push(configdrive_region(
+            cd,
+            scratch.path(),
+            offset,
+            slot.number,
+            &mut filesystems,
+        )?);
         roles.push((Role::ConfigDrive, slot.number));
         t.partitions.push(slot);
         t.partitions.sort_by_key(|p| p.number);
