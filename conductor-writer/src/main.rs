@@ -8,7 +8,7 @@ use conductor_writer::deploy::{DeployOptions, ImageType};
 use conductor_writer::source::{Checksum, FormatChoice, OpenOptions};
 use conductor_writer::url::IscsiUrl;
 use conductor_writer::write::WriteOptions;
-use iscsi_proto::login::Credentials;
+use iscsi_proto::login::{Credentials, DeployRole};
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -248,6 +248,19 @@ struct DeployArgs {
     no_notify: bool,
     #[arg(long, default_value_t = 10000)]
     notify_port: u16,
+    /// The node's deployment id (its UUID)... With --deployment-key, log in
+    /// with the CHAP credentials a ramdisk booted with `iscsi_chap=1`
+    /// derives from them, and require the target to prove the same (mutual).
+    #[arg(long, requires = "deployment_key")]
+    deployment_id: Option<String>,
+    /// ...and its deployment key.
+    #[arg(
+        long,
+        env = "CONDUCTOR_WRITER_DEPLOYMENT_KEY",
+        hide_env_values = true,
+        requires = "deployment_id"
+    )]
+    deployment_key: Option<String>,
     #[command(flatten)]
     io: TransferArgs,
 }
@@ -259,6 +272,16 @@ enum DiskLabel {
 }
 
 impl DeployArgs {
+    /// The login, with CHAP derived from the deployment when asked.
+    fn login(&self) -> Login {
+        let mut login = self.io.login.login();
+        if let (Some(id), Some(key)) = (&self.deployment_id, &self.deployment_key) {
+            login.chap = Some(Credentials::for_deployment(id, key, DeployRole::Initiator));
+            login.mutual = Some(Credentials::for_deployment(id, key, DeployRole::Target));
+        }
+        login
+    }
+
     fn options(&self) -> anyhow::Result<DeployOptions> {
         if self.image_type == ImageType::WholeDisk
             && (self.root_mb.is_some() || self.swap_mb > 0 || self.ephemeral_mb > 0 || self.preserve_ephemeral)
@@ -315,15 +338,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             let progress = args.io.progress();
             let notify = (!args.no_notify).then_some(args.notify_port);
-            let report = cli::deploy(
-                &url,
-                &args.io.login.login(),
-                args.io.sessions.max(1),
-                &options,
-                progress,
-                notify,
-            )
-            .await?;
+            let report = cli::deploy(&url, &args.login(), args.io.sessions.max(1), &options, progress, notify).await?;
             if args.io.json {
                 println!("{}", serde_json::to_string(&report)?);
             } else {
