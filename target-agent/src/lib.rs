@@ -13,11 +13,14 @@
 //! - [`target`]: what a portal serves (targets, LUNs, credentials, limits)
 //!   and the table of live sessions.
 //! - [`server`]: the listener: accepts connections until told to stop.
+//! - [`deploy`]: the deploy ramdisk's program, a drop-in for the legacy
+//!   Ironic bash ramdisk.
 //! - [`conn`]: one connection: login, then full feature phase with a reader
 //!   and a writer task and commands running concurrently off the reactor.
 
 pub mod backend;
 pub mod conn;
+pub mod deploy;
 pub mod lu;
 pub mod server;
 pub mod target;
