@@ -6,6 +6,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use target_agent::backend::{FileDevice, FileOptions};
+use target_agent::deploy::DeployOptions;
+use target_agent::deploy::api::Retry;
+use target_agent::deploy::disks::HardwareRoot;
 use target_agent::lu::{Identity, LogicalUnit};
 use target_agent::server;
 use target_agent::target::{Target, TargetOptions};
@@ -22,6 +25,56 @@ struct Cli {
 enum Command {
     /// Serve a file or block device as an iSCSI LUN until interrupted.
     Serve(ServeArgs),
+    /// The deploy ramdisk's program: read the kernel parameters, serve the
+    /// install disk, call back the Ironic API, wait for `done`, reboot.
+    Deploy(DeployArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct DeployArgs {
+    /// Read the kernel parameters from this file.
+    #[arg(long, default_value = "/proc/cmdline")]
+    cmdline: PathBuf,
+    /// Exit (0 on success) instead of rebooting.
+    #[arg(long)]
+    no_reboot: bool,
+    /// The iSCSI portal; `done` is listened for on the same address.
+    #[arg(long, default_value = "0.0.0.0:3260")]
+    listen: SocketAddr,
+    /// Where the conductor sends `done`.
+    #[arg(long, default_value_t = 10000)]
+    done_port: u16,
+    /// Seconds to wait for each `done` (the conductor's own callback timeout).
+    #[arg(long, default_value_t = 1800)]
+    callback_timeout: u64,
+    /// Seconds to wait for the install disk to appear.
+    #[arg(long, default_value_t = 60)]
+    disk_timeout: u64,
+    /// Require CHAP derived from the deployment id and key, as if the
+    /// kernel line had `iscsi_chap=1`.
+    #[arg(long)]
+    chap: bool,
+    /// Where the deployed root is mounted to install the boot loader.
+    #[arg(long, default_value = "/mnt/rootfs")]
+    mount_point: PathBuf,
+    /// sysfs (tests point this at a prepared tree).
+    #[arg(long, default_value = "/sys", hide = true)]
+    sysfs_root: PathBuf,
+    /// Device nodes.
+    #[arg(long, default_value = "/dev", hide = true)]
+    dev_root: PathBuf,
+    /// The udev database.
+    #[arg(long, default_value = "/run/udev/data", hide = true)]
+    udev_root: PathBuf,
+    /// The virtual floppy's contents, already mounted.
+    #[arg(long, hide = true)]
+    vmedia_dir: Option<PathBuf>,
+    /// The boot server's TFTP port.
+    #[arg(long, default_value_t = 69, hide = true)]
+    tftp_port: u16,
+    /// Attempts per API callback.
+    #[arg(long, default_value_t = 10, hide = true)]
+    api_attempts: u32,
 }
 
 #[derive(Debug, clap::Args)]
@@ -148,6 +201,47 @@ async fn shutdown_signal() {
     }
 }
 
+/// `deploy`: run it, then reboot, exit, or (with `troubleshoot`) open a shell.
+fn deploy(runtime: &tokio::runtime::Runtime, args: DeployArgs) -> anyhow::Result<()> {
+    let options = DeployOptions {
+        cmdline: args.cmdline,
+        listen: args.listen,
+        done_port: args.done_port,
+        done_timeout: Duration::from_secs(args.callback_timeout.max(1)),
+        disk_timeout: Duration::from_secs(args.disk_timeout),
+        sys_class_net: args.sysfs_root.join("class/net"),
+        hardware: HardwareRoot {
+            sys: args.sysfs_root,
+            dev: args.dev_root,
+            udev: args.udev_root,
+        },
+        vmedia_dir: args.vmedia_dir,
+        tftp_port: args.tftp_port,
+        chap: args.chap,
+        retry: Retry {
+            attempts: args.api_attempts.max(1),
+            ..Retry::default()
+        },
+        mount_point: args.mount_point,
+    };
+    let result = runtime.block_on(target_agent::deploy::run(&options));
+    if let Err(failure) = &result {
+        eprintln!("target-agent: deploy failed: {failure}");
+        if failure.troubleshoot
+            && let Some(shell) = target_agent::deploy::shell()
+        {
+            eprintln!("target-agent: troubleshoot is set: starting {}", shell.display());
+            let _ = std::process::Command::new(shell).status();
+        }
+    }
+    if !args.no_reboot {
+        nix::unistd::sync();
+        eprintln!("target-agent: rebooting");
+        nix::sys::reboot::reboot(nix::sys::reboot::RebootMode::RB_AUTOBOOT).context("reboot(2)")?;
+    }
+    result.map_err(anyhow::Error::from)
+}
+
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -161,5 +255,6 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     match cli.command {
         Command::Serve(args) => runtime.block_on(serve(args)),
+        Command::Deploy(args) => deploy(&runtime, args),
     }
 }

@@ -3,6 +3,8 @@
 //! - [`tgtd`]: a private tgtd (the legacy ramdisk's target) on loopback, with
 //!   file-backed LUNs, started and stopped by the test.
 //! - [`agent`]: our own `target-agent serve` as a process, for the same tests.
+//! - [`ironic`]: a stand-in for the Ironic API that records the callbacks.
+//! - [`tftpd`]: a private tftpd-hpa, the boot server with the auth token.
 //! - [`initiator`]: a deliberately simple blocking initiator over
 //!   `iscsi-proto`, one command at a time, to drive any target from a test.
 //!
@@ -11,6 +13,8 @@
 
 pub mod agent;
 pub mod initiator;
+pub mod ironic;
+pub mod tftpd;
 pub mod tgtd;
 
 /// Run `qemu-img ARGS` (Debian qemu-utils); panics with its message on failure.
@@ -30,4 +34,32 @@ pub fn qemu_img(args: &[&str]) {
 pub fn compressed_qcow2(raw: &std::path::Path, qcow2: &std::path::Path) {
     let (raw, qcow2) = (raw.to_str().expect("UTF-8 path"), qcow2.to_str().expect("UTF-8 path"));
     qemu_img(&["convert", "-c", "-f", "raw", "-O", "qcow2", raw, qcow2]);
+}
+
+/// A finished command's stdout then stderr, for assertion messages.
+#[must_use]
+pub fn output_text(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Run `program ARGS`; panics with its output unless it succeeds. Its stdout.
+pub fn must(program: &str, args: &[&str]) -> String {
+    let out = std::process::Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{program}: {e}"));
+    assert!(out.status.success(), "{program} {args:?}: {}", output_text(&out));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `conductor-writer ARGS`, this workspace's build.
+pub fn conductor_writer(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(agent::workspace_binary("conductor-writer", "CONDUCTOR_WRITER"))
+        .args(args)
+        .output()
+        .expect("run conductor-writer")
 }

@@ -4,34 +4,20 @@
 // Test code: an unwrap that fails is a test that fails, with its message.
 #![allow(clippy::unwrap_used)]
 
-use integration_tests::agent::{TargetAgent, workspace_binary};
+use integration_tests::agent::TargetAgent;
 use integration_tests::tgtd::Tgtd;
 use integration_tests::{compressed_qcow2, qemu_img};
+use integration_tests::{conductor_writer as writer, output_text as text};
 use std::io::Read;
 use std::net::TcpListener;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use tempfile::{NamedTempFile, TempDir};
 
 const IQN: &str = "iqn.2024-01.test.cli:disk";
 const DISK: u64 = 48 << 20;
 const JUNK: u8 = 0xee;
-
-fn writer(args: &[&str]) -> Output {
-    Command::new(workspace_binary("conductor-writer", "CONDUCTOR_WRITER"))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
 
 fn junk_disk() -> NamedTempFile {
     let disk = NamedTempFile::new().unwrap();

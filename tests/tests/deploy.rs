@@ -11,6 +11,7 @@
 use integration_tests::agent::{TargetAgent, workspace_binary};
 use integration_tests::compressed_qcow2;
 use integration_tests::tgtd::Tgtd;
+use integration_tests::{must, output_text as text};
 use serde_json::Value;
 use std::io::{Read, Write};
 use std::net::TcpListener;
@@ -26,20 +27,6 @@ fn run(program: &str, args: &[&str]) -> Output {
         .args(args)
         .output()
         .unwrap_or_else(|e| panic!("{program}: {e}"))
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-fn must(program: &str, args: &[&str]) -> String {
-    let out = run(program, args);
-    assert!(out.status.success(), "{program} {args:?}: {}", text(&out));
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// `conductor-writer deploy --address 127.0.0.1 --port P --iqn IQN ARGS`.

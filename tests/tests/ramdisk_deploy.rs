@@ -1,0 +1,434 @@
+//! `target-agent deploy`, the ramdisk's program, through the whole legacy
+//! handshake on loopback: a kernel command line in a file, a real HTTP
+//! server standing in for the Ironic API, a real TFTP server (tftpd-hpa)
+//! with the auth token, and `conductor-writer deploy` writing through the
+//! served target and sending `done`.
+
+// Test code: an unwrap that fails is a test that fails, with its message.
+#![allow(clippy::unwrap_used)]
+
+use integration_tests::agent::workspace_binary;
+use integration_tests::ironic::{FakeIronic, Request};
+use integration_tests::tftpd::Tftpd;
+use integration_tests::tgtd::free_port;
+use integration_tests::{conductor_writer as writer, must, output_text as text};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+use tempfile::TempDir;
+
+const ID: &str = "1be26c0b-03f2-4d2e-ae87-c02d7f33c123";
+const KEY: &str = "0123456789abcdef0123456789ABCDEF";
+const IQN: &str = "iqn.2008-10.org.openstack:1be26c0b-03f2-4d2e-ae87-c02d7f33c123";
+const MIB: u64 = 1 << 20;
+
+/// A running `target-agent deploy --no-reboot`.
+struct Ramdisk {
+    child: Option<Child>,
+    port: u16,
+    done_port: u16,
+    log: PathBuf,
+}
+
+impl Ramdisk {
+    /// Start it with `cmdline` on 127.0.0.1 (free ports) and `extra` flags.
+    fn start(dir: &Path, cmdline: &str, extra: &[&str]) -> Self {
+        let file = dir.join("cmdline");
+        std::fs::write(&file, cmdline).unwrap();
+        let (port, done_port) = (free_port(), free_port());
+        let log = dir.join("ramdisk.log");
+        let child = Command::new(workspace_binary("target-agent", "TARGET_AGENT"))
+            .args(["deploy", "--no-reboot", "--cmdline", file.to_str().unwrap()])
+            .args([
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--done-port",
+                &done_port.to_string(),
+            ])
+            .args(["--api-attempts", "2"])
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        Ramdisk {
+            child: Some(child),
+            port,
+            done_port,
+            log,
+        }
+    }
+
+    fn portal(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Wait for the agent to exit; its exit code.
+    fn wait(&mut self, timeout: Duration) -> i32 {
+        let deadline = Instant::now() + timeout;
+        let mut child = self.child.take().unwrap();
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status.code().unwrap_or(-1);
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("target-agent deploy did not exit; its log:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Ramdisk {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!("--- target-agent deploy log ---\n{}--- end ---", self.log());
+        }
+    }
+}
+
+/// A `dev` directory holding one disk file `vda` of `size` bytes.
+fn dev_tree(dir: &Path, size: u64) -> (PathBuf, PathBuf) {
+    let dev = dir.join("dev");
+    std::fs::create_dir_all(&dev).unwrap();
+    let disk = dev.join("vda");
+    std::fs::File::create(&disk).unwrap().set_len(size).unwrap();
+    (dev, disk)
+}
+
+/// A small ext4 root image.
+fn root_image(dir: &Path, tree: Option<&Path>) -> PathBuf {
+    let image = dir.join("root.img");
+    std::fs::File::create(&image).unwrap().set_len(24 * MIB).unwrap();
+    let mut args = vec!["-q", "-F", "-t", "ext4", "-L", "rootfs"];
+    if let Some(tree) = tree {
+        args.extend(["-d", tree.to_str().unwrap()]);
+    }
+    args.push(image.to_str().unwrap());
+    must("mke2fs", &args);
+    image
+}
+
+fn cmdline(api: &FakeIronic, extra: &str) -> String {
+    format!(
+        "BOOT_IMAGE=/deploy_kernel ro text nofb nomodeset vga=normal deployment_id={ID} \
+         deployment_key={KEY} iscsi_target_iqn={IQN} ironic_api_url={} \
+         ip=127.0.0.1:127.0.0.1:127.0.0.1:255.0.0.0 BOOTIF=01-52-54-00-12-34-56 {extra}\n",
+        api.url()
+    )
+}
+
+/// The body of a callback as JSON, checking its headers on the way.
+fn callback(request: &Request, method: &str, token: Option<&str>) -> Value {
+    assert_eq!(request.method, "POST");
+    assert_eq!(request.path, format!("/v1/nodes/{ID}/vendor_passthru/{method}"));
+    assert_eq!(
+        request.headers.get("accept").map(String::as_str),
+        Some("application/json")
+    );
+    assert_eq!(
+        request.headers.get("content-type").map(String::as_str),
+        Some("application/json")
+    );
+    assert_eq!(request.headers.get("x-auth-token").map(String::as_str), token);
+    serde_json::from_slice(&request.body).unwrap()
+}
+
+/// `conductor-writer deploy` through the ramdisk's target.
+fn conductor(ramdisk: &Ramdisk, image: &Path, extra: &[&str]) -> Output {
+    let (port, done) = (ramdisk.port.to_string(), ramdisk.done_port.to_string());
+    let mut args = vec![
+        "deploy",
+        "--address",
+        "127.0.0.1",
+        "--port",
+        &port,
+        "--iqn",
+        IQN,
+        "--image",
+    ];
+    args.push(image.to_str().unwrap());
+    args.extend(["--image-type", "partition", "--swap-mb", "8", "--notify-port", &done]);
+    args.extend(extra);
+    writer(&args)
+}
+
+#[test]
+fn the_legacy_handshake_end_to_end_with_a_tftp_token() {
+    let dir = TempDir::new().unwrap();
+    let api = FakeIronic::start();
+    let tftp_root = dir.path().join("tftpboot");
+    std::fs::create_dir_all(&tftp_root).unwrap();
+    std::fs::write(tftp_root.join(format!("token-{ID}")), "a-keystone-token\n").unwrap();
+    let tftpd = Tftpd::start(&tftp_root);
+    let (dev, disk) = dev_tree(dir.path(), 96 * MIB);
+    let image = root_image(dir.path(), None);
+    let tftp_port = tftpd.port.to_string();
+    let mut ramdisk = Ramdisk::start(
+        dir.path(),
+        &cmdline(&api, "disk=vdz,vda boot_option=netboot boot_mode=bios"),
+        &[
+            "--dev-root",
+            dev.to_str().unwrap(),
+            "--tftp-port",
+            &tftp_port,
+            "--disk-timeout",
+            "5",
+        ],
+    );
+
+    let requests = api.wait_for(1, Duration::from_secs(20));
+    let body = callback(&requests[0], "pass_deploy_info", Some("a-keystone-token"));
+    // Exactly the legacy fields, in the legacy order.
+    assert_eq!(
+        requests[0].text(),
+        format!(r#"{{"address":"127.0.0.1","key":"{KEY}","iqn":"{IQN}","error":""}}"#)
+    );
+    assert_eq!(body["error"], "");
+
+    let out = conductor(&ramdisk, &image, &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(ramdisk.wait(Duration::from_secs(30)), 0, "{}", ramdisk.log());
+    let log = ramdisk.log();
+    assert!(log.contains("target stopped"), "{log}");
+    assert!(
+        std::net::TcpStream::connect(ramdisk.portal()).is_err(),
+        "the portal is closed"
+    );
+    // The disk behind the target holds the deploy.
+    let table = must("sfdisk", &["-d", disk.to_str().unwrap()]);
+    assert!(table.contains("type=82") && table.contains("type=83"), "{table}");
+    assert_eq!(api.requests().len(), 1, "netboot: one callback only");
+}
+
+#[test]
+fn no_done_within_the_timeout_stops_the_target_and_fails() {
+    let dir = TempDir::new().unwrap();
+    let api = FakeIronic::start();
+    let (dev, _) = dev_tree(dir.path(), 16 * MIB);
+    let mut ramdisk = Ramdisk::start(
+        dir.path(),
+        &cmdline(&api, "disk=vda"),
+        &["--dev-root", dev.to_str().unwrap(), "--callback-timeout", "2"],
+    );
+    api.wait_for(1, Duration::from_secs(20));
+    assert_eq!(ramdisk.wait(Duration::from_secs(20)), 1);
+    let log = ramdisk.log();
+    assert!(log.contains("did not send done"), "{log}");
+    assert!(log.contains("target stopped"), "{log}");
+}
+
+#[test]
+fn a_missing_disk_is_reported_to_the_api() {
+    let dir = TempDir::new().unwrap();
+    let api = FakeIronic::start();
+    let (dev, _) = dev_tree(dir.path(), 16 * MIB);
+    let mut ramdisk = Ramdisk::start(
+        dir.path(),
+        &cmdline(&api, "disk=sdq,nvme9n1"),
+        &["--dev-root", dev.to_str().unwrap(), "--disk-timeout", "1"],
+    );
+    assert_eq!(ramdisk.wait(Duration::from_secs(30)), 1);
+    let requests = api.wait_for(1, Duration::from_secs(1));
+    let body = callback(&requests[0], "pass_deploy_info", None);
+    let error = body["error"].as_str().unwrap();
+    assert!(
+        error.contains("could not find the disk") && error.contains("nvme9n1"),
+        "{error}"
+    );
+    assert_eq!(body["key"], KEY);
+    assert!(
+        std::net::TcpStream::connect(ramdisk.portal()).is_err(),
+        "nothing was served"
+    );
+}
+
+#[test]
+fn bad_parameters_are_reported_when_the_api_is_known() {
+    let dir = TempDir::new().unwrap();
+    let api = FakeIronic::start();
+    let (dev, _) = dev_tree(dir.path(), 16 * MIB);
+    let line = format!(
+        "deployment_id={ID} deployment_key={KEY} ironic_api_url={} boot_option=sideways disk=vda \
+         ip=127.0.0.1:::",
+        api.url()
+    );
+    let mut ramdisk = Ramdisk::start(dir.path(), &line, &["--dev-root", dev.to_str().unwrap()]);
+    assert_eq!(ramdisk.wait(Duration::from_secs(30)), 1);
+    let requests = api.wait_for(1, Duration::from_secs(1));
+    let error = callback(&requests[0], "pass_deploy_info", None)["error"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(error.contains("iscsi_target_iqn"), "{error}");
+    assert!(error.contains("sideways"), "{error}");
+
+    // Without an API to tell, the error is only in the log and the exit code.
+    let dir2 = TempDir::new().unwrap();
+    let mut ramdisk = Ramdisk::start(
+        dir2.path(),
+        "deployment_id=x disk=vda",
+        &["--dev-root", dev.to_str().unwrap()],
+    );
+    assert_eq!(ramdisk.wait(Duration::from_secs(30)), 1);
+    assert!(ramdisk.log().contains("ironic_api_url"), "{}", ramdisk.log());
+}
+
+#[test]
+fn chap_from_the_deployment_is_required_when_asked() {
+    let dir = TempDir::new().unwrap();
+    let api = FakeIronic::start();
+    let (dev, disk) = dev_tree(dir.path(), 64 * MIB);
+    let before = std::fs::read(&disk).unwrap();
+    let image = root_image(dir.path(), None);
+    let mut ramdisk = Ramdisk::start(
+        dir.path(),
+        &cmdline(&api, "disk=vda iscsi_chap=1"),
+        &["--dev-root", dev.to_str().unwrap()],
+    );
+    api.wait_for(1, Duration::from_secs(20));
+    // A legacy conductor without CHAP is refused, and writes nothing.
+    let out = conductor(&ramdisk, &image, &["--no-notify"]);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(text(&out).to_lowercase().contains("auth"), "{}", text(&out));
+    // The wrong key is refused too.
+    let out = conductor(
+        &ramdisk,
+        &image,
+        &["--no-notify", "--deployment-id", ID, "--deployment-key", "not-the-key"],
+    );
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(
+        std::fs::read(&disk).unwrap() == before,
+        "a refused login changed the disk"
+    );
+    // The conductor that knows the deployment gets in (and checks the target back).
+    let out = conductor(&ramdisk, &image, &["--deployment-id", ID, "--deployment-key", KEY]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(ramdisk.wait(Duration::from_secs(30)), 0, "{}", ramdisk.log());
+}
+
+/// A loop device over `file`, with partition scanning; detached on drop.
+struct Loop(String);
+
+impl Loop {
+    fn attach(file: &Path) -> Self {
+        let name = must("losetup", &["-f", "--show", "-P", file.to_str().unwrap()]);
+        Loop(name.trim().to_owned())
+    }
+}
+
+impl Drop for Loop {
+    fn drop(&mut self) {
+        let _ = Command::new("losetup").args(["-d", &self.0]).status();
+    }
+}
+
+/// A root file system whose GRUB tools record how they were called.
+fn grub_recording_tree(dir: &Path, grub: &str) -> PathBuf {
+    let tree = dir.join("rootfs");
+    for d in ["bin", "usr/sbin", "boot", "etc"] {
+        std::fs::create_dir_all(tree.join(d)).unwrap();
+    }
+    std::fs::copy("/bin/busybox", tree.join("bin/busybox")).unwrap();
+    for applet in ["sh", "grep"] {
+        std::os::unix::fs::symlink("busybox", tree.join("bin").join(applet)).unwrap();
+    }
+    let install = "#!/bin/sh\necho \"$@\" > /grub-install.log\n\
+                   if grep -q ' [^ ]*/boot/efi ' /proc/mounts; then echo mounted; else echo absent; fi > /efi.log\n";
+    let mkconfig = "#!/bin/sh\necho \"$@\" > /grub-mkconfig.log\n";
+    for (name, script) in [
+        (format!("{grub}-install"), install),
+        (format!("{grub}-mkconfig"), mkconfig),
+    ] {
+        let path = tree.join("usr/sbin").join(name);
+        std::fs::write(&path, script).unwrap();
+        must("chmod", &["755", path.to_str().unwrap()]);
+    }
+    tree
+}
+
+/// A file inside the ext4 file system on `partition`.
+fn read_file(partition: &str, path: &str) -> String {
+    must("debugfs", &["-R", &format!("cat {path}"), partition])
+}
+
+fn local_boot(boot_mode: &str, grub: &str) {
+    let dir = TempDir::new().unwrap();
+    let api = FakeIronic::start();
+    let backing = dir.path().join("disk.img");
+    std::fs::File::create(&backing).unwrap().set_len(160 * MIB).unwrap();
+    let device = Loop::attach(&backing);
+    let name = device.0.trim_start_matches("/dev/").to_owned();
+    let image = root_image(dir.path(), Some(&grub_recording_tree(dir.path(), grub)));
+    let mount = dir.path().join("mnt");
+    let mut ramdisk = Ramdisk::start(
+        dir.path(),
+        &cmdline(&api, &format!("disk={name} boot_option=local boot_mode={boot_mode}")),
+        &["--mount-point", mount.to_str().unwrap()],
+    );
+    api.wait_for(1, Duration::from_secs(20));
+    let out = conductor(
+        &ramdisk,
+        &image,
+        &["--boot-option", "local", "--boot-mode", boot_mode, "--efi-mb", "40"],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let requests = api.wait_for(2, Duration::from_secs(30));
+    let body = callback(&requests[1], "pass_bootloader_install_info", None);
+    let done = ramdisk.done_port.to_string();
+    let out = writer(&["notify", "127.0.0.1", "--port", &done]);
+    assert!(out.status.success(), "{}", text(&out));
+    // Some kernels (this CI's among them) cannot mount FAT: the ESP step
+    // then fails, and that failure must reach the API as FAILED.
+    let fat = std::fs::read_to_string("/proc/filesystems").unwrap().contains("vfat");
+    if boot_mode == "uefi" && !fat {
+        assert_eq!(body["status"], "FAILED", "{body}");
+        let error = body["error"].as_str().unwrap();
+        assert!(error.contains("boot/efi") && error.contains("vfat"), "{error}");
+        assert_eq!(ramdisk.wait(Duration::from_secs(30)), 1, "{}", ramdisk.log());
+        assert!(!mount.join("bin").exists(), "everything was unmounted");
+        return;
+    }
+    assert_eq!(body["status"], "SUCCEEDED", "{body}");
+    assert_eq!(
+        requests[1].text(),
+        format!(r#"{{"address":"127.0.0.1","status":"SUCCEEDED","key":"{KEY}","error":""}}"#)
+    );
+    assert_eq!(ramdisk.wait(Duration::from_secs(30)), 0, "{}", ramdisk.log());
+
+    // The root partition is the last one; GRUB was run on the whole disk.
+    let partitions = must("sfdisk", &["-d", &device.0]);
+    let last = partitions.lines().filter(|l| l.starts_with(&device.0)).count();
+    let root = format!("{}p{last}", device.0);
+    assert_eq!(read_file(&root, "/grub-install.log").trim(), device.0);
+    assert_eq!(
+        read_file(&root, "/grub-mkconfig.log").trim(),
+        format!("-o /boot/{grub}/grub.cfg")
+    );
+    let esp = if boot_mode == "uefi" { "mounted" } else { "absent" };
+    assert_eq!(read_file(&root, "/efi.log").trim(), esp, "the ESP on /boot/efi");
+    assert!(!mount.join("bin").exists(), "everything was unmounted");
+}
+
+#[test]
+fn local_boot_installs_grub_in_the_deployed_root_bios() {
+    local_boot("bios", "grub");
+}
+
+#[test]
+fn local_boot_installs_grub2_in_the_deployed_root_uefi() {
+    local_boot("uefi", "grub2");
+}
