@@ -432,3 +432,52 @@ fn local_boot_installs_grub_in_the_deployed_root_bios() {
 fn local_boot_installs_grub2_in_the_deployed_root_uefi() {
     local_boot("uefi", "grub2");
 }
+
+#[test]
+fn root_device_hints_pick_the_disk_from_sysfs() {
+    let dir = TempDir::new().unwrap();
+    let api = FakeIronic::start();
+    // Two disks as sysfs and udev describe them, and their device nodes.
+    let (sys, dev, udev) = (dir.path().join("sys"), dir.path().join("dev"), dir.path().join("udev"));
+    for (name, dev_no, sectors, model, serial) in [
+        ("sda", "8:0", 2 * 1024 * 1024 * 2, "SMALL SSD", "S1"),
+        ("sdb", "8:16", 300 * 1024 * 1024 * 2, "Big Disk", "S2"),
+    ] {
+        let block = sys.join("block").join(name);
+        std::fs::create_dir_all(block.join("device")).unwrap();
+        std::fs::write(block.join("size"), format!("{sectors}\n")).unwrap();
+        std::fs::write(block.join("dev"), format!("{dev_no}\n")).unwrap();
+        std::fs::write(block.join("device/model"), format!("{model}\n")).unwrap();
+        std::fs::create_dir_all(&udev).unwrap();
+        std::fs::write(udev.join(format!("b{dev_no}")), format!("E:ID_SERIAL_SHORT={serial}\n")).unwrap();
+        std::fs::create_dir_all(&dev).unwrap();
+        std::fs::File::create(dev.join(name))
+            .unwrap()
+            .set_len(48 * MIB)
+            .unwrap();
+    }
+    let image = root_image(dir.path(), None);
+    let mut ramdisk = Ramdisk::start(
+        dir.path(),
+        &cmdline(&api, "root_device=model=big%20disk,serial=S2,size=%3E%3D100"),
+        &[
+            "--sysfs-root",
+            sys.to_str().unwrap(),
+            "--dev-root",
+            dev.to_str().unwrap(),
+            "--udev-root",
+            udev.to_str().unwrap(),
+        ],
+    );
+    api.wait_for(1, Duration::from_secs(20));
+    let out = conductor(&ramdisk, &image, &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(ramdisk.wait(Duration::from_secs(30)), 0, "{}", ramdisk.log());
+    let sdb = must("sfdisk", &["-d", dev.join("sdb").to_str().unwrap()]);
+    assert!(sdb.contains("type=83"), "the deploy went to sdb: {sdb}");
+    let sda = std::fs::read(dev.join("sda")).unwrap();
+    assert!(
+        sda.iter().all(|&b| b == 0),
+        "sda, which the hints rule out, is untouched"
+    );
+}
