@@ -19,6 +19,7 @@
 //! - [`deploy`]: a node's disk partitioned, formatted and imaged as Ironic's
 //!   `work_on_disk` did, validated before the first write.
 //!
+//! - [`service`]: the nodes file and state store of a deploy service.
 //! - [`url`]: `iscsi://` URLs as libiscsi and QEMU write them.
 //! - [`cli`]: the commands behind `main.rs`.
 
@@ -26,6 +27,7 @@ pub mod cli;
 pub mod deploy;
 pub mod disk;
 pub mod initiator;
+pub mod service;
 pub mod source;
 pub mod url;
 pub mod write;
