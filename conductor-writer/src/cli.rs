@@ -197,7 +197,8 @@ pub async fn verify(image: &Path, url: &IscsiUrl, login: &Login, args: &WriteArg
     Ok(())
 }
 
-async fn logout(disk: Disk) {
+/// Log every session of `disk` out.
+pub(crate) async fn logout(disk: Disk) {
     let sessions: Vec<_> = disk.sessions().to_vec();
     drop(disk);
     for session in sessions {

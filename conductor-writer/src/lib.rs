@@ -19,7 +19,8 @@
 //! - [`deploy`]: a node's disk partitioned, formatted and imaged as Ironic's
 //!   `work_on_disk` did, validated before the first write.
 //!
-//! - [`service`]: the nodes file and state store of a deploy service.
+//! - [`service`]: `serve`, a stand-alone deploy service answering the
+//!   legacy ramdisk's callbacks, with provision states kept in SQLite.
 //! - [`url`]: `iscsi://` URLs as libiscsi and QEMU write them.
 //! - [`cli`]: the commands behind `main.rs`.
 

@@ -5,6 +5,7 @@ use conductor_writer::deploy::layout::{self, BootMode, BootOption};
 use conductor_writer::deploy::mkfs::FsFormat;
 use conductor_writer::deploy::table::Label;
 use conductor_writer::deploy::{DeployOptions, ImageType};
+use conductor_writer::service::{self, ServiceOptions};
 use conductor_writer::source::{Checksum, FormatChoice, OpenOptions};
 use conductor_writer::url::IscsiUrl;
 use conductor_writer::write::WriteOptions;
@@ -184,12 +185,68 @@ enum Command {
     /// Partition, format and image a node's disk as Ironic's iSCSI deploy
     /// did, then tell its ramdisk we are done.
     Deploy(Box<DeployArgs>),
+    /// Run the deploy service: answer ramdisk callbacks, deploy nodes,
+    /// remember what happened.
+    Serve(ServeArgs),
+    /// Print the kernel parameters (and pxelinux/iPXE snippets) that boot
+    /// the deploy ramdisk for NODE.
+    PxeConfig {
+        /// The node's UUID or name.
+        node: String,
+        /// The nodes file.
+        #[arg(long)]
+        nodes: PathBuf,
+        /// Where the ramdisk calls back: this service's URL as the node reaches it.
+        #[arg(long, default_value = "http://127.0.0.1:6385")]
+        api_url: String,
+        /// The deploy kernel's path on the boot server.
+        #[arg(long, default_value = "deploy-kernel")]
+        kernel: String,
+        /// The deploy ramdisk's path on the boot server.
+        #[arg(long, default_value = "deploy-ramdisk.cpio.gz")]
+        ramdisk: String,
+    },
+    /// Show every node of a running deploy service.
+    Status {
+        /// The service's URL.
+        #[arg(long, default_value = "http://127.0.0.1:6385")]
+        url: String,
+        #[arg(long)]
+        json: bool,
+    },
     /// Tell a legacy deploy ramdisk we are done (sends "done" to port 10000).
     Notify {
         address: String,
         #[arg(long, default_value_t = 10000)]
         port: u16,
     },
+}
+
+#[derive(Debug, clap::Args)]
+struct ServeArgs {
+    /// The nodes file (TOML, one [[node]] table per node).
+    #[arg(long)]
+    nodes: PathBuf,
+    /// Where the API listens (6385 is Ironic's port).
+    #[arg(long, default_value = "0.0.0.0:6385")]
+    listen: std::net::SocketAddr,
+    /// The SQLite database of states and history.
+    #[arg(long, default_value = "conductor-writer.sqlite")]
+    db: PathBuf,
+    /// Deploys running at once.
+    #[arg(long, default_value_t = 4)]
+    max_parallel: usize,
+    /// Seconds a node may wait for its ramdisk's callback.
+    #[arg(long, default_value_t = 1800)]
+    callback_timeout: u64,
+    /// Where http:// images are downloaded (default: next to the database).
+    #[arg(long)]
+    cache_dir: Option<PathBuf>,
+    /// Sessions per deploy.
+    #[arg(long, default_value_t = 1)]
+    sessions: usize,
+    #[command(flatten)]
+    login: LoginArgs,
 }
 
 #[derive(Debug, clap::Args)]
@@ -406,21 +463,84 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 );
             }
         }
+        Command::Serve(args) => {
+            let cache_dir = args.cache_dir.clone().unwrap_or_else(|| {
+                args.db
+                    .parent()
+                    .map_or_else(|| PathBuf::from("."), PathBuf::from)
+                    .join("image-cache")
+            });
+            let options = ServiceOptions {
+                nodes_file: args.nodes,
+                listen: args.listen,
+                db: args.db,
+                max_parallel: args.max_parallel.max(1),
+                callback_timeout: Duration::from_secs(args.callback_timeout.max(1)),
+                cache_dir,
+                login: args.login.login(),
+                write: WriteOptions::default(),
+                sessions: args.sessions.max(1),
+            };
+            service::run(options, shutdown_signal()).await?;
+        }
+        Command::PxeConfig {
+            node,
+            nodes,
+            api_url,
+            kernel,
+            ramdisk,
+        } => {
+            let specs = service::nodes::load(&nodes)?;
+            let spec = specs
+                .iter()
+                .find(|s| s.uuid.eq_ignore_ascii_case(&node) || s.name.as_deref() == Some(node.as_str()))
+                .with_context(|| format!("no node {node} in {}", nodes.display()))?;
+            print!("{}", service::client::pxe_config(spec, &api_url, &kernel, &ramdisk));
+        }
+        Command::Status { url, json } => {
+            let nodes =
+                tokio::task::spawn_blocking(move || service::client::fetch_nodes(&url, Duration::from_secs(10)))
+                    .await??;
+            if json {
+                println!("{nodes}");
+            } else {
+                print!("{}", service::client::status_table(&nodes));
+            }
+        }
         Command::Notify { address, port } => cli::notify(&address, port, Duration::from_secs(30)).await?,
     }
     Ok(())
 }
 
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) {
+        (Ok(mut int), Ok(mut term)) => {
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+            }
+        }
+        _ => std::future::pending().await,
+    }
+}
+
 fn main() {
+    let cli = Cli::parse();
+    // A service logs what it does; a one-shot command only what goes wrong.
+    let level = if matches!(cli.command, Command::Serve(_)) {
+        "info"
+    } else {
+        "warn"
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level)),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
-    let cli = Cli::parse();
     let result = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

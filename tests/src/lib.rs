@@ -4,6 +4,7 @@
 //!   file-backed LUNs, started and stopped by the test.
 //! - [`agent`]: our own `target-agent serve` as a process, for the same tests.
 //! - [`ironic`]: a stand-in for the Ironic API that records the callbacks.
+//! - [`ramdisk`]: `target-agent deploy` as a process, the node's ramdisk.
 //! - [`tftpd`]: a private tftpd-hpa, the boot server with the auth token.
 //! - [`initiator`]: a deliberately simple blocking initiator over
 //!   `iscsi-proto`, one command at a time, to drive any target from a test.
@@ -14,6 +15,7 @@
 pub mod agent;
 pub mod initiator;
 pub mod ironic;
+pub mod ramdisk;
 pub mod tftpd;
 pub mod tgtd;
 
@@ -62,4 +64,19 @@ pub fn conductor_writer(args: &[&str]) -> std::process::Output {
         .args(args)
         .output()
         .expect("run conductor-writer")
+}
+
+/// A populated ext4 image `dir/name` of `mb` MiB, labelled `rootfs`, whose
+/// `/etc/hostname` says `content`.
+pub fn ext4_image(dir: &std::path::Path, name: &str, mb: u64, content: &str) -> std::path::PathBuf {
+    let tree = dir.join(format!("{name}.tree"));
+    std::fs::create_dir_all(tree.join("etc")).expect("make the tree");
+    std::fs::write(tree.join("etc/hostname"), content).expect("write the tree");
+    let image = dir.join(name);
+    std::fs::File::create(&image)
+        .and_then(|f| f.set_len(mb << 20))
+        .expect("make the image file");
+    let (tree, path) = (tree.to_str().expect("UTF-8 path"), image.to_str().expect("UTF-8 path"));
+    must("mke2fs", &["-q", "-F", "-t", "ext4", "-L", "rootfs", "-d", tree, path]);
+    image
 }

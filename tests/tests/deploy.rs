@@ -9,9 +9,8 @@
 #![allow(clippy::unwrap_used)]
 
 use integration_tests::agent::{TargetAgent, workspace_binary};
-use integration_tests::compressed_qcow2;
 use integration_tests::tgtd::Tgtd;
-use integration_tests::{must, output_text as text};
+use integration_tests::{compressed_qcow2, ext4_image, must, output_text as text};
 use serde_json::Value;
 use std::io::{Read, Write};
 use std::net::TcpListener;
@@ -61,31 +60,6 @@ fn junk_disk(dir: &Path, size: u64) -> PathBuf {
     }
     std::fs::write(&path, bytes).unwrap();
     path
-}
-
-/// A populated ext4 file system image of `mb` MiB.
-fn ext4_image(dir: &Path, name: &str, mb: u64, content: &str) -> PathBuf {
-    let tree = dir.join(format!("{name}.tree"));
-    std::fs::create_dir_all(tree.join("etc")).unwrap();
-    std::fs::write(tree.join("etc/hostname"), content).unwrap();
-    let image = dir.join(name);
-    std::fs::File::create(&image).unwrap().set_len(mb * MIB).unwrap();
-    let tree = tree.to_str().unwrap();
-    must(
-        "mke2fs",
-        &[
-            "-q",
-            "-F",
-            "-t",
-            "ext4",
-            "-L",
-            "rootfs",
-            "-d",
-            tree,
-            image.to_str().unwrap(),
-        ],
-    );
-    image
 }
 
 /// A config drive ISO with one file, and its gzip+base64 form.

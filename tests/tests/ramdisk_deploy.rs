@@ -7,97 +7,20 @@
 // Test code: an unwrap that fails is a test that fails, with its message.
 #![allow(clippy::unwrap_used)]
 
-use integration_tests::agent::workspace_binary;
 use integration_tests::ironic::{FakeIronic, Request};
+use integration_tests::ramdisk::Ramdisk;
 use integration_tests::tftpd::Tftpd;
-use integration_tests::tgtd::free_port;
 use integration_tests::{conductor_writer as writer, must, output_text as text};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
+use std::time::Duration;
 use tempfile::TempDir;
 
 const ID: &str = "1be26c0b-03f2-4d2e-ae87-c02d7f33c123";
 const KEY: &str = "0123456789abcdef0123456789ABCDEF";
 const IQN: &str = "iqn.2008-10.org.openstack:1be26c0b-03f2-4d2e-ae87-c02d7f33c123";
 const MIB: u64 = 1 << 20;
-
-/// A running `target-agent deploy --no-reboot`.
-struct Ramdisk {
-    child: Option<Child>,
-    port: u16,
-    done_port: u16,
-    log: PathBuf,
-}
-
-impl Ramdisk {
-    /// Start it with `cmdline` on 127.0.0.1 (free ports) and `extra` flags.
-    fn start(dir: &Path, cmdline: &str, extra: &[&str]) -> Self {
-        let file = dir.join("cmdline");
-        std::fs::write(&file, cmdline).unwrap();
-        let (port, done_port) = (free_port(), free_port());
-        let log = dir.join("ramdisk.log");
-        let child = Command::new(workspace_binary("target-agent", "TARGET_AGENT"))
-            .args(["deploy", "--no-reboot", "--cmdline", file.to_str().unwrap()])
-            .args([
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--done-port",
-                &done_port.to_string(),
-            ])
-            .args(["--api-attempts", "2"])
-            .args(extra)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        Ramdisk {
-            child: Some(child),
-            port,
-            done_port,
-            log,
-        }
-    }
-
-    fn portal(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Wait for the agent to exit; its exit code.
-    fn wait(&mut self, timeout: Duration) -> i32 {
-        let deadline = Instant::now() + timeout;
-        let mut child = self.child.take().unwrap();
-        loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                return status.code().unwrap_or(-1);
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("target-agent deploy did not exit; its log:\n{}", self.log());
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Ramdisk {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        if std::thread::panicking() {
-            eprintln!("--- target-agent deploy log ---\n{}--- end ---", self.log());
-        }
-    }
-}
 
 /// A `dev` directory holding one disk file `vda` of `size` bytes.
 fn dev_tree(dir: &Path, size: u64) -> (PathBuf, PathBuf) {

@@ -1,10 +1,590 @@
 //! `conductor-writer serve`: a stand-alone deploy service for ramdisks that
 //! speak the legacy Ironic iSCSI protocol.
 //!
+//! It answers the ramdisk's two callbacks, runs each deploy (the
+//! [`crate::deploy`] code, then `done`), walks each node through Ironic's
+//! provision states and remembers everything in SQLite, written before it
+//! is acted on.
+//!
+//! ```text
+//! wait call-back --pass_deploy_info--> deploying --image written, done--> active
+//!       ^                                  |  (local boot: wait call-back
+//!       |                                  |   --pass_bootloader_install_info--> active)
+//!       +--- PUT .../states/provision      +--> deploy failed (last_error)
+//! ```
+//!
 //! # Layout
 //!
 //! - [`nodes`]: the nodes file (TOML).
 //! - [`store`]: SQLite: nodes, state transitions, deploys.
+//! - [`images`]: one checked local file per image, shared by its deploys.
+//! - [`http`]: the HTTP API (the callbacks, and the read side).
+//! - [`client`]: `pxe-config` and `status`, the operator's side.
+//! - this file: the engine: callbacks to deploys to states.
 
+pub mod client;
+pub mod http;
+pub mod images;
 pub mod nodes;
 pub mod store;
+
+use crate::cli::{Login, open_disk};
+use crate::deploy::layout::{self, BootMode, BootOption};
+use crate::deploy::mkfs::FsFormat;
+use crate::deploy::table::Label;
+use crate::deploy::{self as deployer, DeployOptions, DeployReport, ImageType};
+use crate::source::OpenOptions;
+use crate::url::{IscsiUrl, parse_portal};
+use crate::write::WriteOptions;
+use iscsi_proto::login::{Credentials, DeployRole};
+use nodes::NodeSpec;
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use store::{DeployRow, ProvisionState, Store};
+use tracing::{info, warn};
+
+/// How the service runs.
+#[derive(Debug, Clone)]
+pub struct ServiceOptions {
+    pub nodes_file: PathBuf,
+    pub listen: SocketAddr,
+    pub db: PathBuf,
+    pub max_parallel: usize,
+    /// A node waiting longer than this for its ramdisk fails.
+    pub callback_timeout: Duration,
+    /// Where http:// images are downloaded.
+    pub cache_dir: PathBuf,
+    pub login: Login,
+    pub write: WriteOptions,
+    pub sessions: usize,
+}
+
+/// A deploy's progress, for the read side.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct Progress {
+    pub done_bytes: u64,
+    pub total_bytes: u64,
+}
+
+/// The shared state of a running service.
+#[derive(Debug)]
+pub struct Service {
+    pub store: Store,
+    specs: HashMap<String, NodeSpec>,
+    options: ServiceOptions,
+    slots: tokio::sync::Semaphore,
+    images: images::Images,
+    progress: Mutex<HashMap<String, Progress>>,
+    /// Nodes whose image is written and that now wait for the boot loader callback.
+    bootloader: Mutex<HashMap<String, BootloaderWait>>,
+}
+
+/// What the second `done` needs.
+#[derive(Debug, Clone)]
+struct BootloaderWait {
+    deploy_id: i64,
+    notify: (String, u16),
+    report: DeployRow,
+}
+
+/// Why a callback was refused; the HTTP layer maps it to a status.
+#[derive(Debug, thiserror::Error)]
+pub enum CallbackError {
+    #[error("node {0} could not be found")]
+    UnknownNode(String),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("node {node} is in state {state}, not {expected}")]
+    WrongState {
+        node: String,
+        state: &'static str,
+        expected: &'static str,
+    },
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<store::StoreError> for CallbackError {
+    fn from(e: store::StoreError) -> Self {
+        CallbackError::Internal(e.to_string())
+    }
+}
+
+/// `pass_deploy_info`'s body.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct DeployCallback {
+    pub address: String,
+    pub key: String,
+    #[serde(default)]
+    pub iqn: Option<String>,
+    #[serde(default)]
+    pub error: Option<String>,
+    #[serde(default)]
+    pub port: Option<serde_json::Value>,
+    #[serde(default)]
+    pub lun: Option<serde_json::Value>,
+}
+
+/// `pass_bootloader_install_info`'s body.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct BootloaderCallback {
+    pub address: String,
+    pub key: String,
+    pub status: String,
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
+impl Service {
+    /// Load the nodes, open the database, recover what a previous run left.
+    pub fn open(options: ServiceOptions) -> anyhow::Result<Arc<Self>> {
+        let specs = nodes::load(&options.nodes_file)?;
+        let store = Store::open(&options.db)?;
+        for line in store.sync_nodes(&specs)? {
+            warn!("{line}");
+        }
+        let images = images::Images::new(options.cache_dir.clone(), Duration::from_secs(60));
+        Ok(Arc::new(Service {
+            store,
+            specs: specs.into_iter().map(|s| (s.uuid.clone(), s)).collect(),
+            slots: tokio::sync::Semaphore::new(options.max_parallel.max(1)),
+            images,
+            options,
+            progress: Mutex::new(HashMap::new()),
+            bootloader: Mutex::new(HashMap::new()),
+        }))
+    }
+
+    /// The node's spec; a node id is its UUID or its name.
+    fn spec(&self, node: &str) -> Result<&NodeSpec, CallbackError> {
+        let lower = node.to_ascii_lowercase();
+        self.specs
+            .get(&lower)
+            .or_else(|| self.specs.values().find(|s| s.name.as_deref() == Some(node)))
+            .ok_or_else(|| CallbackError::UnknownNode(node.to_owned()))
+    }
+
+    /// The node's current state, from the database.
+    fn state(&self, uuid: &str) -> Result<ProvisionState, CallbackError> {
+        self.store
+            .node(uuid)?
+            .map(|n| n.provision_state)
+            .ok_or_else(|| CallbackError::UnknownNode(uuid.to_owned()))
+    }
+
+    /// Progress of running deploys.
+    #[must_use]
+    pub fn progress(&self, uuid: &str) -> Option<Progress> {
+        self.progress
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(uuid)
+            .copied()
+    }
+
+    /// `pass_deploy_info`: check, record `deploying`, start the deploy.
+    pub fn pass_deploy_info(self: &Arc<Self>, node: &str, body: DeployCallback) -> Result<(), CallbackError> {
+        let spec = self.spec(node)?.clone();
+        let state = self.state(&spec.uuid)?;
+        if state != ProvisionState::WaitCallBack || self.waiting_for_bootloader(&spec.uuid) {
+            return Err(CallbackError::WrongState {
+                node: spec.uuid,
+                state: state.as_str(),
+                expected: ProvisionState::WaitCallBack.as_str(),
+            });
+        }
+        if body.key != spec.deploy_key {
+            let error = format!("Deploy key does not match (callback from {})", body.address);
+            self.store.transition(
+                &spec.uuid,
+                ProvisionState::DeployFailed,
+                Some(&error),
+                "pass_deploy_info refused",
+            )?;
+            return Err(CallbackError::BadRequest(error));
+        }
+        if let Some(error) = body.error.as_deref().filter(|e| !e.is_empty()) {
+            let error = format!("Error returned from deploy ramdisk: {error}");
+            self.store.transition(
+                &spec.uuid,
+                ProvisionState::DeployFailed,
+                Some(&error),
+                "pass_deploy_info",
+            )?;
+            return Ok(());
+        }
+        let iqn = body.iqn.clone().filter(|i| !i.is_empty()).unwrap_or_else(|| spec.iqn());
+        let port = body
+            .port
+            .as_ref()
+            .and_then(|p| p.as_u64().or_else(|| p.as_str().and_then(|s| s.parse().ok())))
+            .and_then(|p| u16::try_from(p).ok())
+            .unwrap_or(3260);
+        let detail = format!("callback from {}: {iqn} at port {port}", body.address);
+        self.store
+            .transition(&spec.uuid, ProvisionState::Deploying, None, &detail)?;
+        let deploy_id = self.store.start_deploy(&spec.uuid, &body.address)?;
+        let service = self.clone();
+        tokio::spawn(async move {
+            service.run_deploy(spec, body.address, iqn, port, deploy_id).await;
+        });
+        Ok(())
+    }
+
+    fn waiting_for_bootloader(&self, uuid: &str) -> bool {
+        self.waits().contains_key(uuid)
+    }
+
+    /// One deploy, start to finish; its failure is its own.
+    async fn run_deploy(self: Arc<Self>, spec: NodeSpec, address: String, iqn: String, port: u16, deploy_id: i64) {
+        let _slot = self.slots.acquire().await;
+        let uuid = spec.uuid.clone();
+        let written = self.deploy_node(&spec, &address, &iqn, port).await;
+        self.progress
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&uuid);
+        if let Err(error) = self.after_write(&spec, &address, deploy_id, written).await {
+            warn!(node = %uuid, %error, "deploy failed");
+            let row = DeployRow {
+                outcome: Some(ProvisionState::DeployFailed.as_str().into()),
+                error: Some(error.clone()),
+                ..DeployRow::default()
+            };
+            let _ = self.store.finish_deploy(deploy_id, &row);
+            self.record(&uuid, ProvisionState::DeployFailed, Some(&error), "deploy failed");
+        }
+    }
+
+    /// The image is written: send `done`, and either finish (`active`) or,
+    /// for a local boot, wait for the boot loader callback.
+    async fn after_write(
+        &self,
+        spec: &NodeSpec,
+        address: &str,
+        deploy_id: i64,
+        written: Result<(DeployReport, (String, u16)), String>,
+    ) -> Result<(), String> {
+        let (report, (host, port)) = written?;
+        let mut row = deploy_row(&spec.uuid, address, &report);
+        let timeout = self.options.login.timeout;
+        if local_boot(spec) {
+            let wait = BootloaderWait {
+                deploy_id,
+                notify: (host.clone(), port),
+                report: row,
+            };
+            self.waits().insert(spec.uuid.clone(), wait);
+            self.record(
+                &spec.uuid,
+                ProvisionState::WaitCallBack,
+                None,
+                "image written; waiting for the boot loader callback",
+            );
+            if let Err(e) = crate::cli::notify(&host, port, timeout).await {
+                self.waits().remove(&spec.uuid);
+                return Err(format!(
+                    "the image is written, but done could not be sent to {host}:{port}: {e:#}"
+                ));
+            }
+            return Ok(());
+        }
+        crate::cli::notify(&host, port, timeout)
+            .await
+            .map_err(|e| format!("the image is written, but done could not be sent to {host}:{port}: {e:#}"))?;
+        row.outcome = Some(ProvisionState::Active.as_str().into());
+        self.store.finish_deploy(deploy_id, &row).map_err(|e| e.to_string())?;
+        self.record(&spec.uuid, ProvisionState::Active, None, "done sent");
+        Ok(())
+    }
+
+    fn waits(&self) -> std::sync::MutexGuard<'_, HashMap<String, BootloaderWait>> {
+        self.bootloader
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Log in, write, log out. The address to send `done` to comes back.
+    async fn deploy_node(
+        &self,
+        spec: &NodeSpec,
+        address: &str,
+        iqn: &str,
+        port: u16,
+    ) -> Result<(DeployReport, (String, u16)), String> {
+        let image = self.images.get(&spec.image, spec.image_checksum.as_deref()).await?;
+        let options = deploy_options(spec, image)?;
+        let (host, port) = match &spec.portal {
+            Some(portal) => parse_portal(portal, 3260).map_err(|e| format!("bad portal {portal}: {e}"))?,
+            None => (address.to_owned(), port),
+        };
+        let url = IscsiUrl {
+            host: host.clone(),
+            port,
+            target: iqn.to_owned(),
+            lun: spec.lun,
+            user: None,
+        };
+        let mut login = self.options.login.clone();
+        if spec.chap {
+            login.chap = Some(Credentials::for_deployment(
+                &spec.uuid,
+                &spec.deploy_key,
+                DeployRole::Initiator,
+            ));
+            login.mutual = Some(Credentials::for_deployment(
+                &spec.uuid,
+                &spec.deploy_key,
+                DeployRole::Target,
+            ));
+        }
+        info!(node = %spec.uuid, %url, "deploying");
+        let disk = open_disk(&url, &login, self.options.sessions)
+            .await
+            .map_err(|e| format!("cannot reach the node's disk at {url}: {e:#}"))?;
+        let uuid = spec.uuid.clone();
+        let result = deployer::deploy(&disk, &options, |p| {
+            self.progress
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .insert(
+                    uuid.clone(),
+                    Progress {
+                        done_bytes: p.done_bytes,
+                        total_bytes: p.total_bytes,
+                    },
+                );
+        })
+        .await;
+        crate::cli::logout(disk).await;
+        let report = result.map_err(|e| format!("{e:#}"))?;
+        info!(node = %spec.uuid, seconds = report.seconds, mib_per_second = report.mib_per_second, "image written");
+        Ok((report, (host, spec.notify_port)))
+    }
+
+    /// `pass_bootloader_install_info`: the second `done`, then `active`.
+    pub async fn pass_bootloader_install_info(
+        &self,
+        node: &str,
+        body: BootloaderCallback,
+    ) -> Result<(), CallbackError> {
+        let spec = self.spec(node)?.clone();
+        let wait = self.waits().get(&spec.uuid).cloned();
+        let Some(wait) = wait else {
+            return Err(CallbackError::WrongState {
+                node: spec.uuid.clone(),
+                state: self.state(&spec.uuid)?.as_str(),
+                expected: "wait call-back (for the boot loader)",
+            });
+        };
+        if body.key != spec.deploy_key {
+            return Err(CallbackError::BadRequest(format!(
+                "Deploy key does not match (callback from {})",
+                body.address
+            )));
+        }
+        self.waits().remove(&spec.uuid);
+        let mut row = wait.report;
+        let failed = match body.status.as_str() {
+            "SUCCEEDED" => None,
+            "FAILED" => Some(format!(
+                "Failed to install a bootloader when deploying node {}. Error: {}",
+                spec.uuid,
+                body.error.unwrap_or_default()
+            )),
+            other => Some(format!("unknown boot loader status {other:?}")),
+        };
+        if let Some(error) = failed {
+            row.outcome = Some(ProvisionState::DeployFailed.as_str().into());
+            row.error = Some(error.clone());
+            self.store.finish_deploy(wait.deploy_id, &row)?;
+            self.store
+                .transition(&spec.uuid, ProvisionState::DeployFailed, Some(&error), "boot loader")?;
+            return Ok(());
+        }
+        let (host, port) = wait.notify;
+        let timeout = self.options.login.timeout;
+        let uuid = spec.uuid.clone();
+        let store_row = row;
+        let service_store = &self.store;
+        // The ramdisk waits for this done before it reboots.
+        match crate::cli::notify(&host, port, timeout).await {
+            Ok(()) => {
+                let mut row = store_row;
+                row.outcome = Some(ProvisionState::Active.as_str().into());
+                service_store.finish_deploy(wait.deploy_id, &row)?;
+                service_store.transition(&uuid, ProvisionState::Active, None, "boot loader installed; done sent")?;
+            }
+            Err(e) => {
+                let error = format!("the boot loader is installed, but done could not be sent to {host}:{port}: {e:#}");
+                let mut row = store_row;
+                row.outcome = Some(ProvisionState::DeployFailed.as_str().into());
+                row.error = Some(error.clone());
+                service_store.finish_deploy(wait.deploy_id, &row)?;
+                service_store.transition(&uuid, ProvisionState::DeployFailed, Some(&error), "done")?;
+            }
+        }
+        Ok(())
+    }
+
+    /// `PUT .../states/provision {"target": "active"|"rebuild"}`: deploy again.
+    pub fn provision(&self, node: &str, target: &str) -> Result<(), CallbackError> {
+        let spec = self.spec(node)?;
+        let state = self.state(&spec.uuid)?;
+        match (target, state) {
+            ("active", ProvisionState::DeployFailed)
+            | ("rebuild", ProvisionState::Active | ProvisionState::DeployFailed) => {
+                self.store.transition(
+                    &spec.uuid,
+                    ProvisionState::WaitCallBack,
+                    None,
+                    &format!("provision target {target}"),
+                )?;
+                Ok(())
+            }
+            _ => Err(CallbackError::WrongState {
+                node: spec.uuid.clone(),
+                state: state.as_str(),
+                expected: if target == "rebuild" {
+                    "active or deploy failed"
+                } else {
+                    "deploy failed"
+                },
+            }),
+        }
+    }
+
+    fn record(&self, uuid: &str, to: ProvisionState, error: Option<&str>, detail: &str) {
+        if let Err(e) = self.store.transition(uuid, to, error, detail) {
+            warn!(node = %uuid, error = %e, "cannot record a state change");
+        }
+    }
+
+    /// Fail nodes that waited for their ramdisk longer than the callback timeout.
+    pub fn expire(&self, now: f64) {
+        let Ok(nodes) = self.store.nodes() else { return };
+        let limit = self.options.callback_timeout.as_secs_f64();
+        for node in nodes {
+            if node.provision_state == ProvisionState::WaitCallBack
+                && now - node.state_since > limit
+                && self.specs.contains_key(&node.uuid)
+            {
+                let error = format!(
+                    "Timeout reached while waiting for callback for node {} ({} s)",
+                    node.uuid,
+                    self.options.callback_timeout.as_secs()
+                );
+                let wait = self.waits().remove(&node.uuid);
+                if let Some(wait) = wait {
+                    let row = DeployRow {
+                        outcome: Some(ProvisionState::DeployFailed.as_str().into()),
+                        error: Some(error.clone()),
+                        ..wait.report
+                    };
+                    let _ = self.store.finish_deploy(wait.deploy_id, &row);
+                }
+                warn!(node = %node.uuid, "{error}");
+                self.record(
+                    &node.uuid,
+                    ProvisionState::DeployFailed,
+                    Some(&error),
+                    "callback timeout",
+                );
+            }
+        }
+    }
+}
+
+fn local_boot(spec: &NodeSpec) -> bool {
+    spec.boot_option == "local" && spec.image_type == "partition"
+}
+
+fn deploy_row(uuid: &str, address: &str, report: &DeployReport) -> DeployRow {
+    DeployRow {
+        uuid: uuid.to_owned(),
+        address: Some(address.to_owned()),
+        bytes_sent: report.bytes_sent,
+        bytes_zeroed: report.bytes_zeroed,
+        image_bytes: report.image_bytes,
+        seconds: report.seconds,
+        mib_per_second: report.mib_per_second,
+        root_uuid: report.root_uuid.clone(),
+        disk_identifier: Some(report.disk_identifier.clone()),
+        ..DeployRow::default()
+    }
+}
+
+/// The `deploy` options a node's spec asks for.
+fn deploy_options(spec: &NodeSpec, image: PathBuf) -> Result<DeployOptions, String> {
+    fn pick<T: clap::ValueEnum>(uuid: &str, what: &str, value: &str) -> Result<T, String> {
+        T::from_str(value, true).map_err(|_| format!("node {uuid}: bad {what} {value:?}"))
+    }
+    let uuid = spec.uuid.as_str();
+    let image_type: ImageType = pick(uuid, "image_type", &spec.image_type)?;
+    let boot_mode: BootMode = pick(uuid, "boot_mode", &spec.boot_mode)?;
+    let boot_option: BootOption = pick(uuid, "boot_option", &spec.boot_option)?;
+    let ephemeral_format: FsFormat = pick(uuid, "ephemeral_format", &spec.ephemeral_format)?;
+    let bad = |what: &str, value: &str| format!("node {uuid}: bad {what} {value:?}");
+    let label = match spec.disk_label.as_deref() {
+        None => None,
+        Some("gpt") => Some(Label::Gpt),
+        Some("msdos") => Some(Label::Msdos),
+        Some(other) => return Err(bad("disk_label", other)),
+    };
+    Ok(DeployOptions {
+        image,
+        image_type,
+        open: OpenOptions {
+            // Images come from the operator's file, but a qcow2 naming a
+            // backing file could pull any local file onto a node: refuse.
+            backing_files: false,
+            ..OpenOptions::default()
+        },
+        // Checked once for every node by the image cache.
+        checksum: None,
+        partitions: layout::Request {
+            boot_mode,
+            boot_option,
+            label,
+            efi_mb: spec.efi_mb,
+            ephemeral_mb: spec.ephemeral_mb,
+            swap_mb: spec.swap_mb,
+            configdrive_mb: 0,
+            root_mb: spec.root_mb,
+        },
+        ephemeral_format,
+        preserve_ephemeral: spec.preserve_ephemeral,
+        configdrive: spec.configdrive.clone(),
+        write: WriteOptions::default(),
+        fetch_timeout: Duration::from_secs(60),
+    })
+}
+
+/// Run the service until `shutdown` completes.
+pub async fn run(options: ServiceOptions, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    let listen = options.listen;
+    let service = Service::open(options)?;
+    let watchdog = service.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        loop {
+            tick.tick().await;
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64());
+            watchdog.expire(now);
+        }
+    });
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
+    info!(%listen, "serving the deploy API");
+    axum::serve(listener, http::router(service))
+        .with_graceful_shutdown(shutdown)
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,130 @@
+//! The operator's side of the service: the boot configuration that starts
+//! a node's ramdisk (`pxe-config`), and the state of every node (`status`).
+
+use super::nodes::NodeSpec;
+use serde_json::Value;
+use std::fmt::Write as _;
+use std::time::Duration;
+
+/// The kernel parameters the ramdisk needs to deploy `spec` and call back
+/// `api_url`: the legacy set, plus `iscsi_chap=1` when the node wants CHAP.
+#[must_use]
+pub fn kernel_parameters(spec: &NodeSpec, api_url: &str) -> String {
+    let mut line = format!(
+        "deployment_id={} deployment_key={} iscsi_target_iqn={} ironic_api_url={} boot_option={} boot_mode={}",
+        spec.uuid,
+        spec.deploy_key,
+        spec.iqn(),
+        api_url.trim_end_matches('/'),
+        spec.boot_option,
+        spec.boot_mode
+    );
+    if let Some(hints) = &spec.root_device {
+        let _ = write!(line, " root_device={hints}");
+    }
+    if spec.chap {
+        line.push_str(" iscsi_chap=1");
+    }
+    line
+}
+
+/// The kernel line, then a pxelinux and an iPXE configuration booting it.
+#[must_use]
+pub fn pxe_config(spec: &NodeSpec, api_url: &str, kernel: &str, ramdisk: &str) -> String {
+    let params = kernel_parameters(spec, api_url);
+    format!(
+        "# kernel parameters for node {uuid}\n{params}\n\n\
+         # pxelinux.cfg/01-<mac of the node>  (IPAPPEND 2 adds BOOTIF)\n\
+         default deploy\nlabel deploy\n    kernel {kernel}\n    append initrd={ramdisk} {params}\n    ipappend 2\n\n\
+         # iPXE\n#!ipxe\nkernel {kernel} {params} BOOTIF=01-${{net0/mac:hexhyp}}\ninitrd {ramdisk}\nboot\n",
+        uuid = spec.uuid
+    )
+}
+
+/// `GET {url}/v1/nodes`.
+pub fn fetch_nodes(url: &str, timeout: Duration) -> anyhow::Result<Value> {
+    let config = ureq::Agent::config_builder().timeout_global(Some(timeout)).build();
+    let address = format!("{}/v1/nodes", url.trim_end_matches('/'));
+    let mut response = ureq::Agent::new_with_config(config).get(&address).call().map_err(|e| {
+        anyhow::anyhow!("cannot reach the deploy service at {address}: {e}; is `conductor-writer serve` running?")
+    })?;
+    let text = response.body_mut().read_to_string()?;
+    Ok(serde_json::from_str(&text)?)
+}
+
+/// The nodes as a table: state, progress, last deploy, last error.
+#[must_use]
+pub fn status_table(nodes: &Value) -> String {
+    let mut out = format!(
+        "{:<36}  {:<14}  {:<14}  {:>8}  {:>10}  {}\n",
+        "UUID", "NAME", "STATE", "PROGRESS", "LAST MiB/s", "LAST ERROR"
+    );
+    for node in nodes["nodes"].as_array().into_iter().flatten() {
+        let text = |v: &Value| v.as_str().unwrap_or("").to_owned();
+        let progress = match (
+            node["progress"]["done_bytes"].as_u64(),
+            node["progress"]["total_bytes"].as_u64(),
+        ) {
+            (Some(done), Some(total)) if total > 0 => format!("{:.0}%", done as f64 * 100.0 / total as f64),
+            _ => "-".into(),
+        };
+        let rate = node["last_deploy"]["mib_per_second"]
+            .as_f64()
+            .filter(|r| *r > 0.0)
+            .map_or_else(|| "-".into(), |r| format!("{r:.1}"));
+        let _ = writeln!(
+            out,
+            "{:<36}  {:<14}  {:<14}  {:>8}  {:>10}  {}",
+            text(&node["uuid"]),
+            text(&node["name"]),
+            text(&node["provision_state"]),
+            progress,
+            rate,
+            text(&node["last_error"])
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> NodeSpec {
+        let toml = "[[node]]\nuuid = \"1be26c0b-03f2-4d2d-ae87-c02d7f33c123\"\ndeploy_key = \"k3y-k3y-k3y\"\n\
+                    image = \"/i.qcow2\"\nboot_option = \"local\"\nchap = true\nroot_device = \"serial=S1\"\n";
+        super::super::nodes::parse(toml, std::path::Path::new("nodes.toml"))
+            .expect("valid")
+            .remove(0)
+    }
+
+    #[test]
+    fn the_kernel_line_carries_every_legacy_parameter() {
+        let line = kernel_parameters(&spec(), "http://10.0.0.1:6385/");
+        assert_eq!(
+            line,
+            "deployment_id=1be26c0b-03f2-4d2d-ae87-c02d7f33c123 deployment_key=k3y-k3y-k3y \
+             iscsi_target_iqn=iqn.2008-10.org.openstack:1be26c0b-03f2-4d2d-ae87-c02d7f33c123 \
+             ironic_api_url=http://10.0.0.1:6385 boot_option=local boot_mode=bios root_device=serial=S1 iscsi_chap=1"
+        );
+        let config = pxe_config(&spec(), "http://10.0.0.1:6385", "k", "r.cpio.gz");
+        assert!(config.contains("append initrd=r.cpio.gz deployment_id="), "{config}");
+        assert!(config.contains("ipappend 2"), "{config}");
+        assert!(config.contains("BOOTIF=01-${net0/mac:hexhyp}"), "{config}");
+    }
+
+    #[test]
+    fn the_status_table_shows_progress_and_rates() {
+        let nodes = serde_json::json!({"nodes": [
+            {"uuid": "u1", "name": "n1", "provision_state": "deploying",
+             "progress": {"done_bytes": 25, "total_bytes": 100}, "last_deploy": null, "last_error": null},
+            {"uuid": "u2", "name": null, "provision_state": "deploy failed", "progress": null,
+             "last_deploy": {"mib_per_second": 512.25}, "last_error": "boom"},
+        ]});
+        let table = status_table(&nodes);
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines.len(), 3);
+        assert!(lines[1].contains("n1") && lines[1].contains("deploying") && lines[1].contains("25%"));
+        assert!(lines[2].contains("512.2") && lines[2].ends_with("boom"));
+    }
+}
