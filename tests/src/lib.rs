@@ -5,6 +5,7 @@
 //! - [`agent`]: our own `target-agent serve` as a process, for the same tests.
 //! - [`ironic`]: a stand-in for the Ironic API that records the callbacks.
 //! - [`ramdisk`]: `target-agent deploy` as a process, the node's ramdisk.
+//! - [`rootfs`]: a GRUB-recording root file system and loop devices, for local boots.
 //! - [`tftpd`]: a private tftpd-hpa, the boot server with the auth token.
 //! - [`initiator`]: a deliberately simple blocking initiator over
 //!   `iscsi-proto`, one command at a time, to drive any target from a test.
@@ -16,6 +17,7 @@ pub mod agent;
 pub mod initiator;
 pub mod ironic;
 pub mod ramdisk;
+pub mod rootfs;
 pub mod tftpd;
 pub mod tgtd;
 

@@ -9,11 +9,12 @@
 
 use integration_tests::ironic::{FakeIronic, Request};
 use integration_tests::ramdisk::Ramdisk;
+use integration_tests::rootfs::{Loop, debugfs_cat, grub_recording_tree};
 use integration_tests::tftpd::Tftpd;
 use integration_tests::{conductor_writer as writer, must, output_text as text};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::Duration;
 use tempfile::TempDir;
 
@@ -243,51 +244,6 @@ fn chap_from_the_deployment_is_required_when_asked() {
     assert_eq!(ramdisk.wait(Duration::from_secs(30)), 0, "{}", ramdisk.log());
 }
 
-/// A loop device over `file`, with partition scanning; detached on drop.
-struct Loop(String);
-
-impl Loop {
-    fn attach(file: &Path) -> Self {
-        let name = must("losetup", &["-f", "--show", "-P", file.to_str().unwrap()]);
-        Loop(name.trim().to_owned())
-    }
-}
-
-impl Drop for Loop {
-    fn drop(&mut self) {
-        let _ = Command::new("losetup").args(["-d", &self.0]).status();
-    }
-}
-
-/// A root file system whose GRUB tools record how they were called.
-fn grub_recording_tree(dir: &Path, grub: &str) -> PathBuf {
-    let tree = dir.join("rootfs");
-    for d in ["bin", "usr/sbin", "boot", "etc"] {
-        std::fs::create_dir_all(tree.join(d)).unwrap();
-    }
-    std::fs::copy("/bin/busybox", tree.join("bin/busybox")).unwrap();
-    for applet in ["sh", "grep"] {
-        std::os::unix::fs::symlink("busybox", tree.join("bin").join(applet)).unwrap();
-    }
-    let install = "#!/bin/sh\necho \"$@\" > /grub-install.log\n\
-                   if grep -q ' [^ ]*/boot/efi ' /proc/mounts; then echo mounted; else echo absent; fi > /efi.log\n";
-    let mkconfig = "#!/bin/sh\necho \"$@\" > /grub-mkconfig.log\n";
-    for (name, script) in [
-        (format!("{grub}-install"), install),
-        (format!("{grub}-mkconfig"), mkconfig),
-    ] {
-        let path = tree.join("usr/sbin").join(name);
-        std::fs::write(&path, script).unwrap();
-        must("chmod", &["755", path.to_str().unwrap()]);
-    }
-    tree
-}
-
-/// A file inside the ext4 file system on `partition`.
-fn read_file(partition: &str, path: &str) -> String {
-    must("debugfs", &["-R", &format!("cat {path}"), partition])
-}
-
 fn local_boot(boot_mode: &str, grub: &str) {
     let dir = TempDir::new().unwrap();
     let api = FakeIronic::start();
@@ -336,13 +292,13 @@ fn local_boot(boot_mode: &str, grub: &str) {
     let partitions = must("sfdisk", &["-d", &device.0]);
     let last = partitions.lines().filter(|l| l.starts_with(&device.0)).count();
     let root = format!("{}p{last}", device.0);
-    assert_eq!(read_file(&root, "/grub-install.log").trim(), device.0);
+    assert_eq!(debugfs_cat(&root, "/grub-install.log").trim(), device.0);
     assert_eq!(
-        read_file(&root, "/grub-mkconfig.log").trim(),
+        debugfs_cat(&root, "/grub-mkconfig.log").trim(),
         format!("-o /boot/{grub}/grub.cfg")
     );
     let esp = if boot_mode == "uefi" { "mounted" } else { "absent" };
-    assert_eq!(read_file(&root, "/efi.log").trim(), esp, "the ESP on /boot/efi");
+    assert_eq!(debugfs_cat(&root, "/efi.log").trim(), esp, "the ESP on /boot/efi");
     assert!(!mount.join("bin").exists(), "everything was unmounted");
 }
 

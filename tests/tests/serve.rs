@@ -8,6 +8,7 @@
 
 use integration_tests::agent::workspace_binary;
 use integration_tests::ramdisk::Ramdisk;
+use integration_tests::rootfs::{Loop, debugfs_cat, grub_recording_tree};
 use integration_tests::tgtd::free_port;
 use integration_tests::{compressed_qcow2, ext4_image, must, output_text as text};
 use serde_json::{Value, json};
@@ -386,4 +387,49 @@ fn refusals_fail_only_their_node_and_touch_no_disk() {
             .unwrap()
             .contains("Deploy key")
     );
+}
+
+#[test]
+fn a_local_boot_waits_for_the_boot_loader_and_a_second_done() {
+    let dir = TempDir::new().unwrap();
+    let backing = dir.path().join("disk.img");
+    std::fs::File::create(&backing).unwrap().set_len(96 * MIB).unwrap();
+    let device = Loop::attach(&backing);
+    let name = device.0.trim_start_matches("/dev/").to_owned();
+    let tree = grub_recording_tree(dir.path(), "grub");
+    let image = dir.path().join("root.img");
+    std::fs::File::create(&image).unwrap().set_len(24 * MIB).unwrap();
+    let (tree, path) = (tree.to_str().unwrap(), image.to_str().unwrap());
+    must("mke2fs", &["-q", "-F", "-t", "ext4", "-d", tree, path]);
+    let serve_port = free_port();
+    let rdir = dir.path().join("r1");
+    std::fs::create_dir_all(&rdir).unwrap();
+    let line = format!("{} boot_option=local", cmdline(1, serve_port, &name));
+    let mut ramdisk = Ramdisk::start(
+        &rdir,
+        &line,
+        &[
+            "--api-attempts",
+            "20",
+            "--mount-point",
+            dir.path().join("mnt").to_str().unwrap(),
+        ],
+    );
+    let extra = "boot_option = \"local\"";
+    std::fs::write(
+        dir.path().join("nodes.toml"),
+        node_toml(1, &image, ramdisk.port, ramdisk.done_port, extra),
+    )
+    .unwrap();
+    let serve = Serve::start(dir.path(), serve_port, &[]);
+    let node = serve.wait_for(&uuid(1), "active", Duration::from_secs(60));
+    assert_eq!(ramdisk.wait(Duration::from_secs(30)), 0, "{}", ramdisk.log());
+    assert_eq!(
+        states(&node),
+        ["wait call-back", "deploying", "wait call-back", "active"],
+        "{node}"
+    );
+    let root = format!("{}p2", device.0);
+    assert_eq!(debugfs_cat(&root, "/grub-install.log").trim(), device.0);
+    assert_eq!(node["deploys"][0]["outcome"], "active");
 }
