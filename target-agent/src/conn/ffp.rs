@@ -197,7 +197,7 @@ async fn write_loop(mut writer: PduWriter, mut rx: mpsc::Receiver<Out>, shared: 
                         let window = shared.window();
                         stamp(&mut pdu.header, &mut stat_sn, window.exp_cmd_sn(), window.max_cmd_sn());
                     }
-                    if let Err(e) = writer.queue(&pdu).await {
+                    if let Err(e) = writer.queue(&pdu.header, pdu.data).await {
                         debug!("writer stops: {e}");
                         return;
                     }

@@ -1,11 +1,11 @@
-//! PDUs on the socket: a reader that buffers only what the framing allows,
-//! and a writer that batches.
+//! PDUs on the socket: a reader that buffers only what the framing allows;
+//! the writer is `iscsi-wire`'s (batched, vectored, payloads not copied).
 
 use super::ConnError;
 use bytes::BytesMut;
-use iscsi_proto::codec::{Decoded, Decoder, Direction, Encoder, Framing};
+use iscsi_proto::codec::{Decoded, Decoder, Direction, Framing};
 use iscsi_proto::pdu::Pdu;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
 /// Reads whole PDUs. The buffer grows only as far as the decoder asks,
@@ -47,57 +47,6 @@ impl PduReader {
     }
 }
 
-/// Writes PDUs, several per system call when they queue up.
-#[derive(Debug)]
-pub(crate) struct PduWriter {
-    half: OwnedWriteHalf,
-    encoder: Encoder,
-    buf: BytesMut,
-}
-
-/// Flush once this much is batched.
-const BATCH: usize = 512 * 1024;
-
-impl PduWriter {
-    pub(crate) fn new(half: OwnedWriteHalf) -> Self {
-        Self {
-            half,
-            encoder: Encoder::new(),
-            buf: BytesMut::with_capacity(64 * 1024),
-        }
-    }
-
-    pub(crate) fn set_framing(&mut self, framing: Framing) {
-        self.encoder.set_framing(framing);
-    }
-
-    /// Add a PDU to the batch; flushes when the batch is large.
-    pub(crate) async fn queue(&mut self, pdu: &Pdu) -> Result<(), ConnError> {
-        self.encoder
-            .encode(pdu, &mut self.buf)
-            .map_err(|e| ConnError::Protocol(format!("cannot encode {:?}: {e}", pdu.header.opcode())))?;
-        if self.buf.len() >= BATCH {
-            self.flush().await?;
-        }
-        Ok(())
-    }
-
-    pub(crate) async fn flush(&mut self) -> Result<(), ConnError> {
-        if !self.buf.is_empty() {
-            self.half.write_all(&self.buf).await?;
-            self.buf.clear();
-        }
-        Ok(())
-    }
-
-    /// Queue and flush one PDU.
-    pub(crate) async fn send(&mut self, pdu: &Pdu) -> Result<(), ConnError> {
-        self.queue(pdu).await?;
-        self.flush().await
-    }
-
-    pub(crate) async fn shutdown(&mut self) {
-        let _ = self.flush().await;
-        let _ = self.half.shutdown().await;
-    }
-}
+/// The shared vectored writer over this connection's write half: Data-In
+/// payloads go to the socket without being copied.
+pub(crate) type PduWriter = iscsi_wire::PduWriter<OwnedWriteHalf>;
