@@ -15,10 +15,26 @@ pub struct Tgtd {
     pub port: u16,
 }
 
-/// A loopback port nobody listens on right now.
+/// A loopback port nobody listens on right now, and that no other call in
+/// this process handed out. It comes from below the kernel's ephemeral
+/// range (32768 and up): a port from that range can be taken, between now
+/// and the server's bind, as the source port of any outgoing connection.
 pub fn free_port() -> u16 {
-    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind an ephemeral port");
-    listener.local_addr().expect("local address").port()
+    use std::collections::HashSet;
+    use std::hash::{BuildHasher, RandomState};
+    use std::sync::Mutex;
+    static GIVEN: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
+    let mut given = GIVEN.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let given = given.get_or_insert_with(HashSet::new);
+    let seed = RandomState::new();
+    for attempt in 0u64..10_000 {
+        let port = 20_000 + (seed.hash_one((std::process::id(), attempt)) % 12_000) as u16;
+        if !given.contains(&port) && TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok() {
+            given.insert(port);
+            return port;
+        }
+    }
+    panic!("no free loopback port between 20000 and 32000");
 }
 
 impl Tgtd {
