@@ -1,5 +1,7 @@
 //! PDUs on an async byte stream, shared by the target and the initiator.
 //!
+//! [`PduReader`] decodes whole PDUs, its buffer growing only as far as the
+//! decoder asks (which the negotiated MaxRecvDataSegmentLength bounds).
 //! [`PduWriter`] sends each PDU as its encoded header, its data segment
 //! and its trailer (padding, data digest) with vectored writes: a payload
 //! held in [`Bytes`] is never copied on its way to the socket. PDUs queue
@@ -9,10 +11,72 @@
 //! this crate only moves the bytes.
 
 use bytes::{Bytes, BytesMut};
-use iscsi_proto::codec::{Encoder, Framing};
+use iscsi_proto::codec::{DecodeError, Decoded, Decoder, Direction, Encoder, Framing};
 use iscsi_proto::pdu::{Header, Pdu};
 use std::io::{self, IoSlice};
-use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+/// Why no PDU came.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// The bytes are not a valid PDU; its scope says whether the stream
+    /// goes on (the PDU was consumed) or is lost.
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    #[error("io: {0}")]
+    Io(#[from] io::Error),
+    #[error("the peer closed the connection")]
+    Eof,
+}
+
+impl From<ReadError> for io::Error {
+    fn from(e: ReadError) -> Self {
+        match e {
+            ReadError::Io(e) => e,
+            ReadError::Eof => io::Error::new(io::ErrorKind::UnexpectedEof, "the peer closed the connection"),
+            ReadError::Decode(e) => io::Error::new(io::ErrorKind::InvalidData, e),
+        }
+    }
+}
+
+/// Reads whole PDUs.
+#[derive(Debug)]
+pub struct PduReader<R> {
+    half: R,
+    buf: BytesMut,
+    decoder: Decoder,
+}
+
+impl<R: AsyncRead + Unpin> PduReader<R> {
+    /// PDUs coming in `direction` (what the peer is).
+    pub fn new(half: R, direction: Direction) -> Self {
+        Self {
+            half,
+            buf: BytesMut::with_capacity(64 * 1024),
+            decoder: Decoder::new(direction),
+        }
+    }
+
+    pub fn set_framing(&mut self, framing: Framing) {
+        self.decoder.set_framing(framing);
+    }
+
+    /// The next PDU. After a PDU-scoped decode error the PDU is consumed:
+    /// the caller may answer with a Reject and read on.
+    pub async fn next(&mut self) -> Result<Pdu, ReadError> {
+        loop {
+            match self.decoder.decode(&mut self.buf)? {
+                Decoded::Pdu(pdu) => return Ok(pdu),
+                Decoded::NeedMore(n) => {
+                    self.buf.reserve(n.max(64 * 1024));
+                    if self.half.read_buf(&mut self.buf).await? == 0 {
+                        return Err(ReadError::Eof);
+                    }
+                }
+            }
+        }
+    }
+}
 
 /// Queues PDUs and writes them in vectored batches.
 #[derive(Debug)]
@@ -114,7 +178,6 @@ impl<W: AsyncWrite + Unpin> PduWriter<W> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use iscsi_proto::codec::{Decoded, Decoder, Direction};
     use iscsi_proto::pdu::{DataIn, Residual};
     use iscsi_proto::{CmdSn, DataSn, Itt, Lun, StatSn, Ttt};
 
@@ -136,16 +199,17 @@ mod tests {
         Pdu::with_data(header, Bytes::from(vec![n as u8; len]))
     }
 
-    /// What the writer sends decodes back to the same PDUs, in order, with
-    /// digests on, through a pipe too small to take a batch in one write.
+    /// What the writer sends the reader gets back: the same PDUs, in order,
+    /// with digests on, through a pipe too small to take a batch in one
+    /// write; then the end of the stream.
     #[tokio::test]
-    async fn what_is_written_decodes_back() {
+    async fn what_is_written_is_read_back() {
         let framing = Framing {
             header_digest: true,
             data_digest: true,
             max_data_segment_len: 1 << 20,
         };
-        let (client, mut server) = tokio::io::duplex(4096);
+        let (client, server) = tokio::io::duplex(4096);
         let mut writer = PduWriter::new(client);
         writer.set_framing(framing);
         let pdus: Vec<Pdu> = (0..40).map(|n| data_in(n, (n as usize * 7919) % 70_000 + 1)).collect();
@@ -156,28 +220,30 @@ mod tests {
             }
             writer.shutdown().await;
         });
-        let mut bytes = BytesMut::new();
-        server.read_buf_to_end(&mut bytes).await;
-        send.await.expect("writer");
-        let mut decoder = Decoder::new(Direction::FromTarget);
-        decoder.set_framing(framing);
+        let mut reader = PduReader::new(server, Direction::FromTarget);
+        reader.set_framing(framing);
         for want in expected {
-            match decoder.decode(&mut bytes).expect("valid") {
-                Decoded::Pdu(got) => assert_eq!(got, want),
-                Decoded::NeedMore(n) => panic!("short by {n}"),
-            }
+            assert_eq!(reader.next().await.expect("a PDU"), want);
         }
-        assert!(bytes.is_empty());
+        assert!(matches!(reader.next().await, Err(ReadError::Eof)));
+        send.await.expect("writer");
     }
 
-    trait ReadToEnd {
-        async fn read_buf_to_end(&mut self, buf: &mut BytesMut);
-    }
-
-    impl ReadToEnd for tokio::io::DuplexStream {
-        async fn read_buf_to_end(&mut self, buf: &mut BytesMut) {
-            use tokio::io::AsyncReadExt;
-            while self.read_buf(buf).await.expect("read") > 0 {}
-        }
+    /// A corrupted header digest is a decode error, not a PDU.
+    #[tokio::test]
+    async fn a_bad_header_digest_is_an_error() {
+        let framing = Framing {
+            header_digest: true,
+            data_digest: false,
+            max_data_segment_len: 1 << 20,
+        };
+        let mut encoder = Encoder::new();
+        encoder.set_framing(framing);
+        let mut bytes = BytesMut::new();
+        encoder.encode(&data_in(1, 10), &mut bytes).expect("encode");
+        bytes[50] ^= 1;
+        let mut reader = PduReader::new(&bytes[..], Direction::FromTarget);
+        reader.set_framing(framing);
+        assert!(matches!(reader.next().await, Err(ReadError::Decode(_))));
     }
 }

@@ -68,7 +68,7 @@ impl Session {
             })?;
         let _ = stream.set_nodelay(true);
         let (read, write) = stream.into_split();
-        let mut reader = PduReader::new(read);
+        let mut reader = PduReader::new(read, iscsi_proto::codec::Direction::FromTarget);
         let mut writer = PduWriter::new(write);
         let login = async {
             let mut nonce = [0u8; 64];

@@ -20,6 +20,7 @@ use iscsi_proto::session::{Admission, CommandWindow, StatSnCounter, stamp};
 use iscsi_proto::text::{self, Pair, TextAccumulator};
 use iscsi_proto::transfer::WriteTransfer;
 use iscsi_proto::{CmdSn, Itt, Lun, StatSn, Ttt};
+use iscsi_wire::ReadError;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -156,12 +157,12 @@ pub(crate) async fn run(
                         Err(e) => break Err(e),
                     }
                 }
-                Err(ConnError::Decode(e)) if e.scope() == iscsi_proto::Scope::Pdu => {
+                Err(ReadError::Decode(e)) if e.scope() == iscsi_proto::Scope::Pdu => {
                     debug!("rejecting a PDU: {e}");
                     let reason = e.reject_reason().unwrap_or(RejectReason::PROTOCOL_ERROR);
                     ffp.reject(reason, Bytes::copy_from_slice(e.bhs())).await;
                 }
-                Err(e) => break Err(e),
+                Err(e) => break Err(e.into()),
             },
             Some(itt) = done_rx.recv() => {
                 ffp.running.remove(&itt);
