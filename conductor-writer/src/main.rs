@@ -481,7 +481,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 write: WriteOptions::default(),
                 sessions: args.sessions.max(1),
             };
-            service::run(options, shutdown_signal()).await?;
+            service::run(options, iscsi_wire::shutdown_signal()).await?;
         }
         Command::PxeConfig {
             node,
@@ -510,19 +510,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Notify { address, port } => cli::notify(&address, port, Duration::from_secs(30)).await?,
     }
     Ok(())
-}
-
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) {
-        (Ok(mut int), Ok(mut term)) => {
-            tokio::select! {
-                _ = int.recv() => {}
-                _ = term.recv() => {}
-            }
-        }
-        _ => std::future::pending().await,
-    }
 }
 
 fn main() {

@@ -8,7 +8,8 @@
 //! up to a batch, so that small ones share a system call.
 //!
 //! The protocol itself (encoding, digests, framing) is `iscsi-proto`'s;
-//! this crate only moves the bytes.
+//! this crate only moves the bytes. It also holds [`shutdown_signal`], the
+//! one other piece of async plumbing both programs need.
 
 use bytes::{Bytes, BytesMut};
 use iscsi_proto::codec::{DecodeError, Decoded, Decoder, Direction, Encoder, Framing};
@@ -172,6 +173,21 @@ impl<W: AsyncWrite + Unpin> PduWriter<W> {
     pub async fn shutdown(&mut self) {
         let _ = self.flush().await;
         let _ = self.half.shutdown().await;
+    }
+}
+
+/// Completes on SIGINT or SIGTERM: how a service is asked to stop cleanly.
+/// Never completes if the handlers cannot be installed.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) {
+        (Ok(mut int), Ok(mut term)) => {
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+            }
+        }
+        _ => std::future::pending().await,
     }
 }
 

@@ -152,6 +152,16 @@ fn holds(disk: &Path, offset: u64, image: &Path) -> bool {
     got == want
 }
 
+/// A deploy that must fail, saying `expect`, and leave `disk` as `before`.
+fn assert_refused(out: &Output, expect: &str, disk: &Path, before: &[u8]) {
+    assert!(!out.status.success(), "succeeded: {}", text(out));
+    assert!(text(out).contains(expect), "expected {expect:?} in: {}", text(out));
+    assert!(
+        std::fs::read(disk).unwrap() == before,
+        "a refused deploy changed the disk"
+    );
+}
+
 /// The config drive's file, read back with isoinfo from the partition.
 fn config_drive_file(disk: &Path, extent: (u64, u64), dir: &Path) -> String {
     let part = extract(disk, extent, &dir.join("cd.part"));
@@ -521,15 +531,7 @@ fn preserve_ephemeral_keeps_its_data_and_refuses_a_moved_layout() {
     // Preserving on a disk without a table is refused, untouched.
     let before = std::fs::read(&disk).unwrap();
     let out = go(&first, &["--preserve-ephemeral"]);
-    assert!(
-        !out.status.success() && text(&out).contains("no partition table"),
-        "{}",
-        text(&out)
-    );
-    assert!(
-        std::fs::read(&disk).unwrap() == before,
-        "a refused deploy changed the disk"
-    );
+    assert_refused(&out, "no partition table", &disk, &before);
 
     let out = go(&first, &[]);
     assert!(out.status.success(), "{}", text(&out));
@@ -551,15 +553,7 @@ fn preserve_ephemeral_keeps_its_data_and_refuses_a_moved_layout() {
             "16",
         ],
     );
-    assert!(
-        !out.status.success() && text(&out).contains("cannot keep the ephemeral partition"),
-        "{}",
-        text(&out)
-    );
-    assert!(
-        std::fs::read(&disk).unwrap() == before,
-        "a refused deploy changed the disk"
-    );
+    assert_refused(&out, "cannot keep the ephemeral partition", &disk, &before);
 
     let out = go(&second, &["--preserve-ephemeral", "--root-mb", "100"]);
     assert!(out.status.success(), "{}", text(&out));
@@ -659,17 +653,7 @@ fn bad_input_is_refused_before_the_disk_is_touched() {
     for (args, kind, expect) in cases {
         let mut all = args.clone();
         all.extend(kind);
-        let out = deploy(&agent.addr(), &all);
-        assert!(!out.status.success(), "{args:?} succeeded");
-        assert!(
-            text(&out).contains(expect),
-            "{args:?}: expected {expect:?} in: {}",
-            text(&out)
-        );
+        eprintln!("refusing {args:?}");
+        assert_refused(&deploy(&agent.addr(), &all), expect, &disk, &before);
     }
-    drop(agent);
-    assert!(
-        std::fs::read(&disk).unwrap() == before,
-        "a refused deploy changed the disk"
-    );
 }

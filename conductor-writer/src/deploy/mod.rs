@@ -197,11 +197,10 @@ pub async fn deploy(
     options: &DeployOptions,
     mut progress: impl FnMut(Progress),
 ) -> anyhow::Result<DeployReport> {
-    let plan = prepare(disk, options).await?;
+    let mut plan = prepare(disk, options).await?;
     let total: u64 = plan.regions.iter().map(|r| r.source.size()).sum();
     let started = Instant::now();
     let (mut sent, mut zeroed, mut done) = (0, 0, 0);
-    let mut plan = plan;
     for region in std::mem::take(&mut plan.regions) {
         let write = WriteOptions {
             skip_zeroes: region.skip_zeroes,

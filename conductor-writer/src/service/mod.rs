@@ -250,13 +250,9 @@ impl Service {
             .remove(&uuid);
         if let Err(error) = self.after_write(&spec, &address, deploy_id, written).await {
             warn!(node = %uuid, %error, "deploy failed");
-            let row = DeployRow {
-                outcome: Some(ProvisionState::DeployFailed.as_str().into()),
-                error: Some(error.clone()),
-                ..DeployRow::default()
-            };
-            let _ = self.store.finish_deploy(deploy_id, &row);
-            self.record(&uuid, ProvisionState::DeployFailed, Some(&error), "deploy failed");
+            if let Err(e) = self.conclude(&uuid, deploy_id, DeployRow::default(), Some(error), "deploy failed") {
+                warn!(node = %uuid, error = %e, "cannot record the failed deploy");
+            }
         }
     }
 
@@ -270,7 +266,7 @@ impl Service {
         written: Result<(DeployReport, (String, u16)), String>,
     ) -> Result<(), String> {
         let (report, (host, port)) = written?;
-        let mut row = deploy_row(&spec.uuid, address, &report);
+        let row = deploy_row(&spec.uuid, address, &report);
         let timeout = self.options.login.timeout;
         if local_boot(spec) {
             let wait = BootloaderWait {
@@ -296,10 +292,8 @@ impl Service {
         crate::cli::notify(&host, port, timeout)
             .await
             .map_err(|e| format!("the image is written, but done could not be sent to {host}:{port}: {e:#}"))?;
-        row.outcome = Some(ProvisionState::Active.as_str().into());
-        self.store.finish_deploy(deploy_id, &row).map_err(|e| e.to_string())?;
-        self.record(&spec.uuid, ProvisionState::Active, None, "done sent");
-        Ok(())
+        self.conclude(&spec.uuid, deploy_id, row, None, "done sent")
+            .map_err(|e| e.to_string())
     }
 
     fn waits(&self) -> std::sync::MutexGuard<'_, HashMap<String, BootloaderWait>> {
@@ -388,7 +382,6 @@ impl Service {
             )));
         }
         self.waits().remove(&spec.uuid);
-        let mut row = wait.report;
         let failed = match body.status.as_str() {
             "SUCCEEDED" => None,
             "FAILED" => Some(format!(
@@ -399,35 +392,21 @@ impl Service {
             other => Some(format!("unknown boot loader status {other:?}")),
         };
         if let Some(error) = failed {
-            row.outcome = Some(ProvisionState::DeployFailed.as_str().into());
-            row.error = Some(error.clone());
-            self.store.finish_deploy(wait.deploy_id, &row)?;
-            self.store
-                .transition(&spec.uuid, ProvisionState::DeployFailed, Some(&error), "boot loader")?;
+            self.conclude(&spec.uuid, wait.deploy_id, wait.report, Some(error), "boot loader")?;
             return Ok(());
         }
-        let (host, port) = wait.notify;
-        let timeout = self.options.login.timeout;
-        let uuid = spec.uuid.clone();
-        let store_row = row;
-        let service_store = &self.store;
         // The ramdisk waits for this done before it reboots.
-        match crate::cli::notify(&host, port, timeout).await {
-            Ok(()) => {
-                let mut row = store_row;
-                row.outcome = Some(ProvisionState::Active.as_str().into());
-                service_store.finish_deploy(wait.deploy_id, &row)?;
-                service_store.transition(&uuid, ProvisionState::Active, None, "boot loader installed; done sent")?;
-            }
-            Err(e) => {
-                let error = format!("the boot loader is installed, but done could not be sent to {host}:{port}: {e:#}");
-                let mut row = store_row;
-                row.outcome = Some(ProvisionState::DeployFailed.as_str().into());
-                row.error = Some(error.clone());
-                service_store.finish_deploy(wait.deploy_id, &row)?;
-                service_store.transition(&uuid, ProvisionState::DeployFailed, Some(&error), "done")?;
-            }
-        }
+        let (host, port) = wait.notify;
+        let (error, detail) = match crate::cli::notify(&host, port, self.options.login.timeout).await {
+            Ok(()) => (None, "boot loader installed; done sent"),
+            Err(e) => (
+                Some(format!(
+                    "the boot loader is installed, but done could not be sent to {host}:{port}: {e:#}"
+                )),
+                "done",
+            ),
+        };
+        self.conclude(&spec.uuid, wait.deploy_id, wait.report, error, detail)?;
         Ok(())
     }
 
@@ -458,6 +437,29 @@ impl Service {
         }
     }
 
+    /// End deploy `deploy_id`: its row takes the outcome (`active`, or
+    /// `deploy failed` with `error`), then the node the same state.
+    fn conclude(
+        &self,
+        uuid: &str,
+        deploy_id: i64,
+        mut row: DeployRow,
+        error: Option<String>,
+        detail: &str,
+    ) -> Result<(), store::StoreError> {
+        let state = if error.is_some() {
+            ProvisionState::DeployFailed
+        } else {
+            ProvisionState::Active
+        };
+        row.outcome = Some(state.as_str().into());
+        row.error.clone_from(&error);
+        // The node's state is recorded even if its deploy row cannot be.
+        let finished = self.store.finish_deploy(deploy_id, &row);
+        let moved = self.store.transition(uuid, state, error.as_deref(), detail);
+        finished.and(moved)
+    }
+
     fn record(&self, uuid: &str, to: ProvisionState, error: Option<&str>, detail: &str) {
         if let Err(e) = self.store.transition(uuid, to, error, detail) {
             warn!(node = %uuid, error = %e, "cannot record a state change");
@@ -478,22 +480,23 @@ impl Service {
                     node.uuid,
                     self.options.callback_timeout.as_secs()
                 );
-                let wait = self.waits().remove(&node.uuid);
-                if let Some(wait) = wait {
-                    let row = DeployRow {
-                        outcome: Some(ProvisionState::DeployFailed.as_str().into()),
-                        error: Some(error.clone()),
-                        ..wait.report
-                    };
-                    let _ = self.store.finish_deploy(wait.deploy_id, &row);
-                }
                 warn!(node = %node.uuid, "{error}");
-                self.record(
-                    &node.uuid,
-                    ProvisionState::DeployFailed,
-                    Some(&error),
-                    "callback timeout",
-                );
+                let wait = self.waits().remove(&node.uuid);
+                let recorded = match wait {
+                    // The image is written: its deploy row ends with the node.
+                    Some(wait) => {
+                        self.conclude(&node.uuid, wait.deploy_id, wait.report, Some(error), "callback timeout")
+                    }
+                    None => self.store.transition(
+                        &node.uuid,
+                        ProvisionState::DeployFailed,
+                        Some(&error),
+                        "callback timeout",
+                    ),
+                };
+                if let Err(e) = recorded {
+                    warn!(node = %node.uuid, error = %e, "cannot record the timeout");
+                }
             }
         }
     }

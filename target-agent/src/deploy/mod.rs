@@ -114,6 +114,15 @@ struct Context {
 }
 
 impl Context {
+    /// Fail with `message`, without telling the API (after the callback,
+    /// or when the API itself refused).
+    fn stop(&self, message: String) -> DeployFailure {
+        DeployFailure {
+            message,
+            troubleshoot: self.params.troubleshoot,
+        }
+    }
+
     /// Tell the API about `error` (if it is known), and fail with it.
     async fn fail(&self, error: String) -> DeployFailure {
         warn!(%error, "deploy failed");
@@ -131,10 +140,7 @@ impl Context {
                 Err(e) => warn!(error = %e, "could not report the error to the API"),
             }
         }
-        DeployFailure {
-            message: error,
-            troubleshoot: self.params.troubleshoot,
-        }
+        self.stop(error)
     }
 }
 
@@ -216,10 +222,7 @@ pub async fn run(options: &DeployOptions) -> Result<(), DeployFailure> {
             Ok(Ok(status)) => info!(status, "pass_deploy_info accepted"),
             Ok(Err(e)) => {
                 stop_target(stop, server, device.as_ref()).await;
-                return Err(DeployFailure {
-                    message: format!("the API refused pass_deploy_info: {e}"),
-                    troubleshoot: params.troubleshoot,
-                });
+                return Err(context.stop(format!("the API refused pass_deploy_info: {e}")));
             }
             Err(e) => return Err(context.fail(format!("internal error: {e}")).await),
         }
@@ -228,10 +231,7 @@ pub async fn run(options: &DeployOptions) -> Result<(), DeployFailure> {
     let waited = wait_for_done(&done, options.done_timeout).await;
     stop_target(stop, server, device.as_ref()).await;
     if let Err(e) = waited {
-        return Err(DeployFailure {
-            message: e,
-            troubleshoot: params.troubleshoot,
-        });
+        return Err(context.stop(e));
     }
 
     if params.boot_option == BootOption::Local {
@@ -260,30 +260,18 @@ pub async fn run(options: &DeployOptions) -> Result<(), DeployFailure> {
             match tokio::task::spawn_blocking(move || api.pass_bootloader_install_info(&node, &info)).await {
                 Ok(Ok(status)) => info!(status, "pass_bootloader_install_info accepted"),
                 Ok(Err(e)) => {
-                    return Err(DeployFailure {
-                        message: format!("the API refused pass_bootloader_install_info: {e}"),
-                        troubleshoot: params.troubleshoot,
-                    });
+                    return Err(context.stop(format!("the API refused pass_bootloader_install_info: {e}")));
                 }
                 Err(e) => {
-                    return Err(DeployFailure {
-                        message: format!("internal error: {e}"),
-                        troubleshoot: params.troubleshoot,
-                    });
+                    return Err(context.stop(format!("internal error: {e}")));
                 }
             }
         }
         wait_for_done(&done, options.done_timeout)
             .await
-            .map_err(|message| DeployFailure {
-                message,
-                troubleshoot: params.troubleshoot,
-            })?;
+            .map_err(|message| context.stop(message))?;
         if let Err(e) = result {
-            return Err(DeployFailure {
-                message: format!("installing the boot loader failed: {e}"),
-                troubleshoot: params.troubleshoot,
-            });
+            return Err(context.stop(format!("installing the boot loader failed: {e}")));
         }
     }
     info!("deploy finished");
