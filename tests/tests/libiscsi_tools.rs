@@ -47,6 +47,12 @@ const INITIATOR: &str = "iqn.2024-01.test.libiscsi-tools:initiator";
 const INITIATOR_B: &str = "iqn.2024-01.test.libiscsi-tools:initiator-b";
 /// No libiscsi tool run may take longer than this.
 const TOOL_TIMEOUT: Duration = Duration::from_secs(60);
+/// CHAP accounts of [`Target::start_with_chap`]: the initiator's, and the
+/// target's for mutual CHAP.
+const CHAP_USER: &str = "libiscsi-initiator";
+const CHAP_SECRET: &str = "initiator-secret-16";
+const MUTUAL_USER: &str = "the-target";
+const MUTUAL_SECRET: &str = "target-secret-16b";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
@@ -72,6 +78,16 @@ struct Target {
 
 impl Target {
     fn start(kind: Kind) -> Self {
+        Self::start_as(kind, false)
+    }
+
+    /// A target that requires CHAP ([`CHAP_USER`]) and can prove itself
+    /// back ([`MUTUAL_USER`]): tgtd accounts, or target-agent's options.
+    fn start_with_chap(kind: Kind) -> Self {
+        Self::start_as(kind, true)
+    }
+
+    fn start_as(kind: Kind, chap: bool) -> Self {
         let disk = NamedTempFile::new().unwrap();
         disk.as_file().set_len(BLOCKS * BLOCK).unwrap();
         let (server, iqn) = match kind {
@@ -79,11 +95,29 @@ impl Target {
                 let iqn = "iqn.2024-01.test.libiscsi-tools:tgtd";
                 let tgtd = Tgtd::start();
                 tgtd.add_target(1, iqn, disk.path());
+                if chap {
+                    tgtd.add_account(1, CHAP_USER, CHAP_SECRET, false);
+                    tgtd.add_account(1, MUTUAL_USER, MUTUAL_SECRET, true);
+                }
                 (Server::Tgtd(tgtd), iqn)
             }
             Kind::Agent => {
                 let iqn = "iqn.2024-01.test.libiscsi-tools:agent";
-                (Server::Agent(TargetAgent::start(disk.path(), iqn)), iqn)
+                let options: &[&str] = if chap {
+                    &[
+                        "--chap-user",
+                        CHAP_USER,
+                        "--chap-secret",
+                        CHAP_SECRET,
+                        "--mutual-chap-user",
+                        MUTUAL_USER,
+                        "--mutual-chap-secret",
+                        MUTUAL_SECRET,
+                    ]
+                } else {
+                    &[]
+                };
+                (Server::Agent(TargetAgent::start_with(disk.path(), iqn, options)), iqn)
             }
         };
         Self {
@@ -263,6 +297,93 @@ fn iscsi_inq_standard(kind: Kind) {
         assert_eq!(field(&map, "Vendor", &out).trim(), "IET");
         assert_eq!(field(&map, "Product", &out).trim(), "VIRTUAL-DISK");
     }
+}
+
+/// CHAP and mutual CHAP with libiscsi (credentials in the URL) and with
+/// conductor-writer (its options): the right secrets get in, and with mutual
+/// CHAP the target proves itself; a missing or wrong secret on either side
+/// is refused, and a refused writer writes nothing.
+fn chap_and_mutual_chap(kind: Kind) {
+    let target = Target::start_with_chap(kind);
+    let url =
+        |credentials: &str, query: &str| format!("iscsi://{credentials}{}/{}/1{query}", target.addr(), target.iqn);
+    let ours = format!("{CHAP_USER}%{CHAP_SECRET}@");
+    let theirs = format!("?target_user={MUTUAL_USER}&target_password={MUTUAL_SECRET}");
+
+    for good in [url(&ours, ""), url(&ours, &theirs)] {
+        let out = run_ok("iscsi-inq", &["-i", INITIATOR, &good]);
+        assert_eq!(field(&fields(&out), "Peripheral Device Type", &out), "DIRECT_ACCESS");
+    }
+    let refused = [
+        url("", ""),
+        url(&format!("{CHAP_USER}%not-the-secret-16@"), ""),
+        url(&format!("someone-else%{CHAP_SECRET}@"), ""),
+        url(
+            &ours,
+            &format!("?target_user={MUTUAL_USER}&target_password=not-the-secret-16"),
+        ),
+        url(
+            &ours,
+            &format!("?target_user=someone-else&target_password={MUTUAL_SECRET}"),
+        ),
+    ];
+    for bad in &refused {
+        let out = run("iscsi-inq", &["-i", INITIATOR, bad]);
+        assert!(
+            !out.status.success(),
+            "{bad} must be refused:\n{}{}",
+            out.stdout,
+            out.stderr
+        );
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("image.raw");
+    let data = pattern(3 << 20, 9);
+    std::fs::write(&image, &data).unwrap();
+    let image = image.to_str().unwrap();
+    let plain = url("", "");
+    let writer = |extra: &[&str]| {
+        let mut args = vec!["write", image, &plain, "--initiator-name", INITIATOR];
+        args.extend_from_slice(extra);
+        integration_tests::conductor_writer(&args)
+    };
+    let chap = ["--chap-user", CHAP_USER, "--chap-secret", CHAP_SECRET];
+    let wrong = [
+        vec![],
+        vec!["--chap-user", CHAP_USER, "--chap-secret", "not-the-secret-16"],
+        [
+            &chap[..],
+            &[
+                "--mutual-chap-user",
+                MUTUAL_USER,
+                "--mutual-chap-secret",
+                "not-the-secret-16",
+            ],
+        ]
+        .concat(),
+    ];
+    for extra in &wrong {
+        let out = writer(extra);
+        let text = integration_tests::output_text(&out);
+        assert!(!out.status.success(), "{extra:?} must be refused: {text}");
+        assert!(
+            text.to_lowercase().contains("auth"),
+            "{extra:?}: the error names authentication: {text}"
+        );
+    }
+    assert!(
+        std::fs::read(target.disk.path()).unwrap().iter().all(|&b| b == 0),
+        "a refused writer wrote nothing"
+    );
+    let mutual = [
+        &chap[..],
+        &["--mutual-chap-user", MUTUAL_USER, "--mutual-chap-secret", MUTUAL_SECRET],
+    ]
+    .concat();
+    let out = writer(&mutual);
+    assert!(out.status.success(), "{}", integration_tests::output_text(&out));
+    assert_on_disk(&target, 0, &data);
 }
 
 /// VPD pages: the supported-pages list, then each page with its content.
@@ -492,6 +613,7 @@ macro_rules! against_targets {
 against_targets!(
     iscsi_ls_lists_the_target_and_lun_1,
     iscsi_inq_standard,
+    chap_and_mutual_chap,
     iscsi_inq_vpd_pages,
     iscsi_readcapacity16_matches_the_backing_file,
     iscsi_perf_reads,

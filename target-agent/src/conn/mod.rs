@@ -82,7 +82,7 @@ async fn serve(stream: TcpStream, peer: SocketAddr, target: Arc<Target>) -> Resu
     reader.set_framing(outcome.connection.receive_framing());
     writer.set_framing(outcome.connection.send_framing());
     let span = info_span!("session", tsih = outcome.tsih.0, initiator = %outcome.initiator_name);
-    info!(parent: &span, kind = ?outcome.session_type, ?peer, "logged in");
+    info!(parent: &span, kind = ?outcome.session_type, ?peer, chap = outcome.chap_name.as_deref().unwrap_or("none"), "logged in");
     let key = (outcome.initiator_name.clone(), outcome.isid);
     let tsih = outcome.tsih;
     let result = ffp::run(reader, writer, outcome, target.clone(), local, stop)
@@ -127,6 +127,7 @@ async fn login(
                                 let status = match e {
                                     AdmitError::TooManySessions => LoginStatus::OUT_OF_RESOURCES,
                                     AdmitError::ReinstatementTimedOut => LoginStatus::SERVICE_UNAVAILABLE,
+                                    AdmitError::InUse => LoginStatus::AUTHORIZATION_FAILURE,
                                 };
                                 writer.send(&refusal(rsp, status)).await?;
                                 info!("login refused: {e}");
