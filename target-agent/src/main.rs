@@ -132,6 +132,12 @@ struct ServeArgs {
     /// Sessions served at once.
     #[arg(long, default_value_t = 16)]
     max_sessions: usize,
+    /// TCP connections served at once (logged in or not); more are closed at once.
+    #[arg(long, default_value_t = 64)]
+    max_connections: usize,
+    /// Serve one initiator at a time: while one has a session, refuse the others.
+    #[arg(long)]
+    exclusive: bool,
     /// Seconds a login may take.
     #[arg(long, default_value_t = 15)]
     login_timeout: u64,
@@ -177,6 +183,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     };
     target_options.queue_depth = args.queue_depth.max(1);
     target_options.max_sessions = args.max_sessions;
+    target_options.max_connections = args.max_connections.max(1);
+    target_options.exclusive = args.exclusive;
     target_options.login_timeout = Duration::from_secs(args.login_timeout);
     target_options.nop_interval = Duration::from_secs(args.nop_interval.max(1));
     target_options.nop_timeout = Duration::from_secs(args.nop_timeout.max(1));

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 /// Accept connections on `listener` until `shutdown` completes, then stop
 /// every session (in-flight commands finish) and wait for them.
@@ -23,6 +23,11 @@ pub async fn serve(listener: TcpListener, target: Arc<Target>, shutdown: impl Fu
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     next_id += 1;
+                    if connections.len() >= target.options.max_connections {
+                        // Dropping the stream closes it; each log line is one refused peer.
+                        debug!(%peer, limit = target.options.max_connections, "too many connections; closed");
+                        continue;
+                    }
                     connections.spawn(conn::run(stream, peer, next_id, target.clone()));
                 }
                 // Out of file descriptors and the like: keep serving the others.

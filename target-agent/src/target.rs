@@ -23,6 +23,14 @@ pub struct TargetOptions {
     /// Commands queued per session: the CmdSN window.
     pub queue_depth: u32,
     pub max_sessions: usize,
+    /// TCP connections served at once, logged in or not; more are closed
+    /// as soon as they are accepted.
+    pub max_connections: usize,
+    /// Serve one initiator at a time: while an initiator (by name) has a
+    /// normal session, logins from any other are refused. A deploy ramdisk's
+    /// disk belongs to the conductor that logged in first; that conductor
+    /// may still open more sessions and reinstate them.
+    pub exclusive: bool,
     /// A login must finish within this time.
     pub login_timeout: Duration,
     /// Idle time before the target pings the initiator with a NOP-In.
@@ -44,6 +52,8 @@ impl TargetOptions {
             prefs: Preferences::default(),
             queue_depth: 64,
             max_sessions: 16,
+            max_connections: 64,
+            exclusive: false,
             login_timeout: Duration::from_secs(15),
             nop_interval: Duration::from_secs(10),
             nop_timeout: Duration::from_secs(30),
@@ -83,6 +93,8 @@ pub enum AdmitError {
     TooManySessions,
     #[error("the session being reinstated did not end in time")]
     ReinstatementTimedOut,
+    #[error("another initiator is using the disk")]
+    InUse,
 }
 
 impl Target {
@@ -139,6 +151,9 @@ impl Target {
                 match table.get(&key) {
                     Some(old) => old.stop.notify_one(),
                     None => {
+                        if self.options.exclusive && table.keys().any(|(name, _)| *name != key.0) {
+                            return Err(AdmitError::InUse);
+                        }
                         if table.len() >= self.options.max_sessions {
                             return Err(AdmitError::TooManySessions);
                         }

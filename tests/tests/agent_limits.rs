@@ -1,5 +1,6 @@
 //! `target-agent serve` limits: pings that keep idle sessions honest, dead
-//! initiators dropped, logins that never finish cut off, a session limit.
+//! initiators dropped, logins that never finish cut off, session and
+//! connection limits, one initiator at a time with `--exclusive`.
 
 // Test code: an unwrap that fails is a test that fails, with its message.
 #![allow(clippy::unwrap_used)]
@@ -22,11 +23,25 @@ fn backing() -> NamedTempFile {
 }
 
 fn config(isid: u8) -> InitiatorConfig {
-    InitiatorConfig::new(
-        "iqn.2024-01.test.agent:initiator",
-        Some(IQN.into()),
-        Isid::random([isid; 6]),
-    )
+    config_as("iqn.2024-01.test.agent:initiator", isid)
+}
+
+fn config_as(initiator: &str, isid: u8) -> InitiatorConfig {
+    InitiatorConfig::new(initiator, Some(IQN.into()), Isid::random([isid; 6]))
+}
+
+/// Log in, retrying for a few seconds while the target still counts an
+/// ended session or connection.
+fn login_soon(agent: &TargetAgent, config: InitiatorConfig) -> Session {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match Session::login(&agent.addr(), config.clone()) {
+            Ok(Ok(session)) => return session,
+            Ok(Err(_)) | Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
+            Ok(Err(e)) => panic!("login still refused: {e}"),
+            Err(e) => panic!("login failed: {e}"),
+        }
+    }
 }
 
 /// Wait until the peer closes `stream`; how long it took.
@@ -99,16 +114,52 @@ fn sessions_beyond_the_limit_are_refused() {
     }
     a.logout().unwrap();
     // A slot is free again once a session has ended.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        match Session::login(&agent.addr(), config(7)).unwrap() {
-            Ok(c) => {
-                c.logout().unwrap();
-                break;
-            }
-            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
-            Err(e) => panic!("no slot after a logout: {e}"),
-        }
-    }
+    login_soon(&agent, config(7)).logout().unwrap();
     b.logout().unwrap();
+}
+
+#[test]
+fn connections_beyond_the_limit_are_closed() {
+    let disk = backing();
+    let agent = TargetAgent::start_with(disk.path(), IQN, &["--max-connections", "3", "--login-timeout", "30"]);
+    let held: Vec<TcpStream> = (0..3).map(|_| TcpStream::connect(agent.addr()).unwrap()).collect();
+    // Accepted, then closed at once: no login can start on it.
+    let extra = TcpStream::connect(agent.addr()).unwrap();
+    let took = closed_after(extra, Duration::from_secs(10));
+    assert!(took < Duration::from_secs(2), "closed after {took:?}");
+    drop(held);
+    login_soon(&agent, config(8)).logout().unwrap();
+}
+
+#[test]
+fn an_exclusive_target_serves_one_initiator_at_a_time() {
+    let disk = backing();
+    let agent = TargetAgent::start_with(disk.path(), IQN, &["--exclusive"]);
+    let owner = "iqn.2024-01.test.agent:conductor";
+    let other = "iqn.2024-01.test.agent:intruder";
+    let first = Session::login(&agent.addr(), config_as(owner, 9)).unwrap().unwrap();
+    // The owner may open more sessions; anyone else is refused meanwhile.
+    let second = Session::login(&agent.addr(), config_as(owner, 10)).unwrap().unwrap();
+    match Session::login(&agent.addr(), config_as(other, 11)).unwrap() {
+        Err(LoginError::Refused { status, .. }) => assert_eq!(status, LoginStatus::AUTHORIZATION_FAILURE),
+        other => panic!(
+            "a second initiator must be refused: {:?}",
+            other.map(|s| s.outcome.tsih)
+        ),
+    }
+    first.logout().unwrap();
+    assert!(
+        matches!(
+            Session::login(&agent.addr(), config_as(other, 11)).unwrap(),
+            Err(LoginError::Refused { .. })
+        ),
+        "refused while the owner has any session"
+    );
+    second.logout().unwrap();
+    login_soon(&agent, config_as(other, 12)).logout().unwrap();
+    assert!(
+        agent.output().contains("another initiator is using the disk"),
+        "{}",
+        agent.output()
+    );
 }

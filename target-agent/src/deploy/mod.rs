@@ -386,6 +386,8 @@ async fn fetch_token(params: &Params, port: u16) -> Option<String> {
 fn target_options(iqn: &str, chap: Option<(&str, &str)>) -> TargetOptions {
     let mut options = TargetOptions::new(iqn.to_owned());
     options.lun = 1;
+    // The disk is the conductor's that logged in first, until done.
+    options.exclusive = true;
     if let Some((id, key)) = chap {
         options.auth = TargetAuth {
             chap: Some(Credentials::for_deployment(id, key, DeployRole::Initiator)),
