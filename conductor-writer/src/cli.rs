@@ -2,7 +2,7 @@
 //! what to print; errors are one line that says what failed and what to do.
 
 use crate::disk::Disk;
-use crate::initiator::Session;
+use crate::initiator::{Recovery, Session};
 use crate::source::{self, Checksum, FormatChoice, OpenOptions};
 use crate::url::{IscsiUrl, parse_portal};
 use crate::write::{Progress, Report, WriteOptions, verify_image, write_image};
@@ -26,6 +26,8 @@ pub struct Login {
     pub chap: Option<Credentials>,
     pub mutual: Option<Credentials>,
     pub timeout: Duration,
+    /// What a session does when its connection breaks.
+    pub recovery: Recovery,
 }
 
 fn resolve(host: &str, port: u16) -> anyhow::Result<SocketAddr> {
@@ -55,7 +57,7 @@ pub async fn open_disk(url: &IscsiUrl, login: &Login, sessions: usize) -> anyhow
         let mut config = InitiatorConfig::new(login.initiator_name.clone(), Some(url.target.clone()), isid());
         config.chap = chap.clone();
         config.mutual = login.mutual.clone();
-        let session = Session::connect(addr, config, login.timeout).await?;
+        let session = Session::connect_with(addr, config, login.timeout, login.recovery).await?;
         opened.push(Arc::new(session));
     }
     Ok(Disk::probe(opened, Lun::from_index(url.lun)).await?)

@@ -15,7 +15,7 @@ use tracing::debug;
 pub enum DiskError {
     #[error(transparent)]
     Session(#[from] SessionError),
-    #[error("{what} failed: {status}{}", sense.as_ref().map(|s| format!(" ({:?} / {:?})", s.key, s.additional_sense)).unwrap_or_default())]
+    #[error("{what} failed: {}{}", words(status), sense.as_ref().map(describe).unwrap_or_default())]
     Command {
         what: String,
         status: ScsiStatus,
@@ -23,6 +23,23 @@ pub enum DiskError {
     },
     #[error("the target's answer to {0} is malformed")]
     Malformed(&'static str),
+}
+
+/// A code's name as words: `MEDIUM_ERROR` reads "MEDIUM ERROR".
+fn words(code: impl std::fmt::Debug) -> String {
+    format!("{code:?}").replace('_', " ")
+}
+
+/// Sense in words, with what it means for the write when that is clear.
+fn describe(sense: &Sense) -> String {
+    let hint = match sense.key {
+        SenseKey::MEDIUM_ERROR => "; the target's disk failed, so the image on it cannot be trusted",
+        SenseKey::DATA_PROTECT if sense.additional_sense.asc() == 0x27 && sense.additional_sense.ascq() == 0x07 => {
+            "; the target's backing store is out of space"
+        }
+        _ => "",
+    };
+    format!(" ({} / {}){hint}", words(sense.key), words(sense.additional_sense))
 }
 
 /// What a LUN is and can do.

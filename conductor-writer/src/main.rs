@@ -5,6 +5,7 @@ use conductor_writer::deploy::layout::{self, BootMode, BootOption};
 use conductor_writer::deploy::mkfs::FsFormat;
 use conductor_writer::deploy::table::Label;
 use conductor_writer::deploy::{DeployOptions, ImageType};
+use conductor_writer::initiator::Recovery;
 use conductor_writer::service::{self, ServiceOptions};
 use conductor_writer::source::{Checksum, FormatChoice, OpenOptions};
 use conductor_writer::url::IscsiUrl;
@@ -52,6 +53,14 @@ struct LoginArgs {
     /// Seconds to wait for a connection or a login.
     #[arg(long, default_value_t = 20)]
     timeout: u64,
+    /// When a connection breaks, seconds to keep logging in again (session
+    /// reinstatement; unanswered commands are sent again); 0: give up at once.
+    #[arg(long, default_value_t = 30)]
+    reconnect_timeout: u64,
+    /// Seconds a target may stay silent while commands wait before the
+    /// connection counts as broken (it is pinged first).
+    #[arg(long, default_value_t = 20)]
+    dead_after: u64,
 }
 
 impl LoginArgs {
@@ -63,6 +72,11 @@ impl LoginArgs {
             chap: creds(&self.chap_user, &self.chap_secret),
             mutual: creds(&self.mutual_chap_user, &self.mutual_chap_secret),
             timeout: Duration::from_secs(self.timeout.max(1)),
+            recovery: Recovery {
+                within: Duration::from_secs(self.reconnect_timeout),
+                ping_after: Duration::from_secs((self.dead_after / 4).max(1)),
+                dead_after: Duration::from_secs(self.dead_after.max(2)),
+            },
         }
     }
 }

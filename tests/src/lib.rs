@@ -7,6 +7,7 @@
 //! - [`ramdisk`]: `target-agent deploy` as a process, the node's ramdisk.
 //! - [`rootfs`]: a GRUB-recording root file system and loop devices, for local boots.
 //! - [`tftpd`]: a private tftpd-hpa, the boot server with the auth token.
+//! - [`proxy`]: a TCP proxy that cuts or freezes connections at chosen points.
 //! - [`initiator`]: a deliberately simple blocking initiator over
 //!   `iscsi-proto`, one command at a time, to drive any target from a test.
 //!
@@ -16,6 +17,7 @@
 pub mod agent;
 pub mod initiator;
 pub mod ironic;
+pub mod proxy;
 pub mod ramdisk;
 pub mod rootfs;
 pub mod tftpd;

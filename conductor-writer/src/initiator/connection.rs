@@ -1,7 +1,7 @@
 //! The task that owns one connection's protocol state.
 
-use super::SessionError;
 use super::wire::{PduReader, PduWriter};
+use super::{Recovery, SessionError};
 use bytes::Bytes;
 use iscsi_proto::login::LoginOutcome;
 use iscsi_proto::pdu::{
@@ -16,7 +16,9 @@ use iscsi_proto::transfer::{WritePlan, data_out_sequence};
 use iscsi_proto::{DataSn, Itt, Lun, Ttt};
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
 use tracing::{debug, warn};
 
 /// How a SCSI command ended.
@@ -30,7 +32,7 @@ pub struct Completion {
     pub residual: Residual,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) enum RequestKind {
     Scsi {
         lun: Lun,
@@ -46,6 +48,14 @@ pub(crate) enum RequestKind {
         referenced: Itt,
     },
     Logout,
+}
+
+impl RequestKind {
+    /// Whether it may be sent again on a new connection when the old one
+    /// broke before its answer.
+    pub(crate) fn retriable(&self) -> bool {
+        matches!(self, Self::Scsi { .. } | Self::Text(_) | Self::Ping)
+    }
 }
 
 #[derive(Debug)]
@@ -119,6 +129,7 @@ pub(crate) async fn run(
     mut writer: PduWriter,
     outcome: Arc<LoginOutcome>,
     mut requests: mpsc::Receiver<Request>,
+    recovery: Recovery,
 ) {
     let (pdus_tx, mut pdus) = mpsc::channel(256);
     let reading = tokio::spawn(async move {
@@ -140,15 +151,38 @@ pub(crate) async fn run(
         logout: None,
         done: false,
     };
+    // Silence while commands are outstanding: a ping after `ping_after`,
+    // the connection called lost after `dead_after`.
+    let mut heard = Instant::now();
+    let mut pinged = false;
     let error = loop {
-        if let Err(e) = state.dispatch(&mut writer).await {
+        if let Err(e) = state.dispatch(&mut writer, recovery.dead_after).await {
             break SessionError::ConnectionLost(e.to_string());
         }
         if state.done {
             break SessionError::ConnectionLost("logged out".into());
         }
         let accepting = state.logout.is_none() && state.waiting.len() < 1024;
+        let waiting_for_target = !state.tasks.is_empty() || !state.waiting.is_empty();
+        let check = heard
+            + if pinged {
+                recovery.dead_after
+            } else {
+                recovery.ping_after
+            };
         tokio::select! {
+            () = tokio::time::sleep_until(check), if waiting_for_target => {
+                if pinged {
+                    break SessionError::ConnectionLost(format!(
+                        "the target did not answer for {} s",
+                        recovery.dead_after.as_secs()
+                    ));
+                }
+                // Nobody waits for the answer: hearing anything is enough.
+                let (reply, _) = oneshot::channel();
+                state.waiting.push_front(Request { kind: RequestKind::Ping, reply });
+                pinged = true;
+            }
             request = requests.recv(), if accepting => match request {
                 Some(Request { kind: RequestKind::Logout, reply }) => {
                     state.logout = Some(Request { kind: RequestKind::Logout, reply });
@@ -162,8 +196,12 @@ pub(crate) async fn run(
             },
             pdu = pdus.recv() => match pdu {
                 Some(Ok(pdu)) => {
-                    if let Err(e) = state.handle(pdu, &mut writer).await {
-                        break e;
+                    heard = Instant::now();
+                    pinged = false;
+                    match tokio::time::timeout(recovery.dead_after, state.handle(pdu, &mut writer)).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => break e,
+                        Err(_) => break SessionError::ConnectionLost(stalled(recovery.dead_after).to_string()),
                     }
                 }
                 Some(Err(e)) => break SessionError::ConnectionLost(e.to_string()),
@@ -172,13 +210,29 @@ pub(crate) async fn run(
         }
     };
     reading.abort();
-    writer.shutdown().await;
+    // A peer that reads nothing must not keep us here.
+    let _ = tokio::time::timeout(Duration::from_secs(1), writer.shutdown()).await;
     for (_, task) in state.tasks.drain() {
         task.fail(error.clone());
     }
     for request in state.waiting.drain(..).chain(state.logout.take()) {
         let _ = request.reply.send(Err(error.clone()));
     }
+}
+
+/// The error of a send that made no progress for `limit`.
+fn stalled(limit: Duration) -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        format!("the target took no data for {} s", limit.as_secs()),
+    )
+}
+
+/// `io` if it finishes within `limit`, else [`stalled`].
+async fn within(limit: Duration, io: impl Future<Output = std::io::Result<()>>) -> std::io::Result<()> {
+    tokio::time::timeout(limit, io)
+        .await
+        .unwrap_or_else(|_| Err(stalled(limit)))
 }
 
 impl State {
@@ -196,22 +250,24 @@ impl State {
 
     /// Send what may be sent: commands within the window, immediate
     /// requests at once, the logout once nothing is in flight.
-    async fn dispatch(&mut self, writer: &mut PduWriter) -> std::io::Result<()> {
+    /// Each request, and the final flush, must go out within `limit`: a
+    /// target that takes no bytes for that long counts as gone.
+    async fn dispatch(&mut self, writer: &mut PduWriter, limit: Duration) -> std::io::Result<()> {
         while let Some(front) = self.waiting.front() {
             let needs_window = matches!(front.kind, RequestKind::Scsi { .. });
             if needs_window && self.sequencer.credits() == 0 {
                 break;
             }
             let Some(request) = self.waiting.pop_front() else { break };
-            self.send_request(request, writer).await?;
+            within(limit, self.send_request(request, writer)).await?;
         }
         if self.waiting.is_empty()
             && self.tasks.is_empty()
             && let Some(logout) = self.logout.take()
         {
-            self.send_request(logout, writer).await?;
+            within(limit, self.send_request(logout, writer)).await?;
         }
-        writer.flush().await
+        within(limit, writer.flush()).await
     }
 
     async fn send_request(&mut self, request: Request, writer: &mut PduWriter) -> std::io::Result<()> {
