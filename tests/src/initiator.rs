@@ -15,7 +15,7 @@ use iscsi_proto::scsi::ScsiStatus;
 use iscsi_proto::serial::TagAllocator;
 use iscsi_proto::session::{CommandSequencer, ExpStatSn};
 use iscsi_proto::text::{self, Pair};
-use iscsi_proto::{CmdSn, DataSn, Itt, Lun, Ttt};
+use iscsi_proto::{CmdSn, DataSn, Itt, Lun, StatSn, Ttt};
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
@@ -138,6 +138,16 @@ impl Session {
     /// Give up the session and keep only its socket (to play a dead peer).
     pub fn into_stream(self) -> TcpStream {
         self.wire.stream
+    }
+
+    /// Take the next CmdSN, for a command built by hand.
+    pub fn take_cmd_sn(&mut self) -> io::Result<CmdSn> {
+        self.cmd_sn()
+    }
+
+    /// The ExpStatSN to put in a PDU built by hand.
+    pub fn exp_stat_sn(&self) -> StatSn {
+        self.exp_stat_sn.get()
     }
 
     /// The encoder in force, to build PDUs by hand.
