@@ -7,11 +7,14 @@
 // Test code: an unwrap that fails is a test that fails, with its message.
 #![allow(clippy::unwrap_used)]
 
+use integration_tests::initiator::Session;
 use integration_tests::ironic::{FakeIronic, Request};
 use integration_tests::ramdisk::Ramdisk;
 use integration_tests::rootfs::{Loop, debugfs_cat, grub_recording_tree};
 use integration_tests::tftpd::Tftpd;
 use integration_tests::{conductor_writer as writer, must, output_text as text};
+use iscsi_proto::login::{InitiatorConfig, LoginError};
+use iscsi_proto::pdu::{Isid, LoginStatus};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -22,6 +25,8 @@ const ID: &str = "1be26c0b-03f2-4d2e-ae87-c02d7f33c123";
 const KEY: &str = "0123456789abcdef0123456789ABCDEF";
 const IQN: &str = "iqn.2008-10.org.openstack:1be26c0b-03f2-4d2e-ae87-c02d7f33c123";
 const MIB: u64 = 1 << 20;
+/// conductor-writer's default initiator name.
+const CONDUCTOR: &str = "iqn.2024-01.org.iscsi-deploy:conductor-writer";
 
 /// A `dev` directory holding one disk file `vda` of `size` bytes.
 fn dev_tree(dir: &Path, size: u64) -> (PathBuf, PathBuf) {
@@ -122,6 +127,30 @@ fn the_legacy_handshake_end_to_end_with_a_tftp_token() {
     );
     assert_eq!(body["error"], "");
 
+    // While one initiator has a session, the disk is its alone.
+    let login = |name: &str, isid: u8| {
+        let config = InitiatorConfig::new(name, Some(IQN.into()), Isid::random([isid; 6]));
+        Session::login(&ramdisk.portal(), config).unwrap()
+    };
+    let first = login("iqn.2024-01.test.ramdisk:first", 1).unwrap();
+    match login("iqn.2024-01.test.ramdisk:second", 2) {
+        Err(LoginError::Refused { status, .. }) => assert_eq!(status, LoginStatus::AUTHORIZATION_FAILURE),
+        other => panic!(
+            "a second initiator must be refused: {:?}",
+            other.map(|s| s.outcome.tsih)
+        ),
+    }
+    first.logout().unwrap();
+    // Once it has gone, the conductor may log in.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while login(CONDUCTOR, 3).map(|s| s.logout()).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the first initiator's session never ended"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
     let out = conductor(&ramdisk, &image, &[]);
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(ramdisk.wait(Duration::from_secs(30)), 0, "{}", ramdisk.log());
@@ -129,7 +158,7 @@ fn the_legacy_handshake_end_to_end_with_a_tftp_token() {
     assert!(log.contains("target stopped"), "{log}");
     assert!(
         std::net::TcpStream::connect(ramdisk.portal()).is_err(),
-        "the portal is closed"
+        "the portal is closed: no login after done"
     );
     // The disk behind the target holds the deploy.
     let table = must("sfdisk", &["-d", disk.to_str().unwrap()]);
