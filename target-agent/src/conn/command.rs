@@ -5,7 +5,7 @@
 //! SCSI Response) goes to the writer task.
 
 use super::ffp::{Out, Shared};
-use crate::lu::{Completion, LogicalUnit, Nexus, no_device_lun};
+use crate::lu::{BufferPool, Completion, LogicalUnit, Nexus, no_device_lun};
 use bytes::Bytes;
 use iscsi_proto::pdu::{DataIn, Pdu, Residual, ScsiResponse, ServiceResponse, sense_segment};
 use iscsi_proto::scsi::{AdditionalSense, Sense, SenseKey};
@@ -137,7 +137,10 @@ fn answer(job: &Job, completion: Completion, max_segment: u32, max_burst: u32) -
     let (data, residual) = if job.read {
         let sent = data.len().min(job.expected as usize);
         let residual = Residual::of(job.expected, data.len() as u64);
-        let mut data = Bytes::from(data);
+        let mut data = match &job.unit {
+            Unit::Disk(lu) => BufferPool::wrap(lu.buffers(), data),
+            Unit::NoDevice { .. } => Bytes::from(data),
+        };
         data.truncate(sent);
         (data, residual)
     } else {

@@ -75,7 +75,7 @@ impl LogicalUnit {
 
     pub(super) fn read(&self, lba: u64, blocks: u32) -> Result<Vec<u8>, Sense> {
         let (offset, len) = self.byte_range(lba, u64::from(blocks))?;
-        let mut buf = vec![0u8; len];
+        let mut buf = self.buffers.take(len);
         if len > 0 {
             self.dev
                 .read_at(&mut buf, offset)

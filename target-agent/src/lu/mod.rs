@@ -59,6 +59,7 @@
 //! SENSE reports WP. Mode settings are shared by every I_T nexus and not
 //! saved: a restarted target starts from its configuration.
 
+mod buffers;
 mod inquiry;
 mod io;
 mod mode;
@@ -76,6 +77,7 @@ mod reservation_tests;
 #[cfg(test)]
 mod tests;
 
+pub use buffers::BufferPool;
 pub use inquiry::{no_device_lun, report_luns};
 pub use reservation::Nexus;
 
@@ -340,6 +342,8 @@ pub struct LogicalUnit {
     mode_changes: AtomicU64,
     /// RESERVE (6) and persistent reservation state, kept in memory only.
     reservations: Mutex<Reservations>,
+    /// READ buffers, reused once their data is on the wire.
+    buffers: Arc<BufferPool>,
 }
 
 impl LogicalUnit {
@@ -356,6 +360,7 @@ impl LogicalUnit {
             swp: AtomicBool::new(false),
             mode_changes: AtomicU64::new(0),
             reservations: Mutex::new(Reservations::default()),
+            buffers: Arc::default(),
         }
     }
 
@@ -388,6 +393,11 @@ impl LogicalUnit {
 
     pub fn limits(&self) -> &Limits {
         &self.limits
+    }
+
+    /// Where READ buffers go back once sent (see [`BufferPool::wrap`]).
+    pub fn buffers(&self) -> &Arc<BufferPool> {
+        &self.buffers
     }
 
     pub fn device(&self) -> &Arc<dyn BlockDevice> {
