@@ -87,10 +87,12 @@ pub struct WriteSummary {
     pub seconds: f64,
     pub mib_per_second: f64,
     pub verified: bool,
+    /// Times a session lost its connection and logged in again.
+    pub reconnects: u64,
 }
 
 impl WriteSummary {
-    fn new(image: &Path, url: &IscsiUrl, report: &Report, verified: bool) -> Self {
+    fn new(image: &Path, url: &IscsiUrl, report: &Report, verified: bool, reconnects: u64) -> Self {
         let seconds = report.elapsed.as_secs_f64();
         Self {
             image: image.display().to_string(),
@@ -105,6 +107,7 @@ impl WriteSummary {
                 0.0
             },
             verified,
+            reconnects,
         }
     }
 
@@ -112,14 +115,18 @@ impl WriteSummary {
     #[must_use]
     pub fn line(&self) -> String {
         format!(
-            "wrote {} to {}: {:.1} MiB as data, {:.1} MiB as zeroes, {:.2} s, {:.1} MiB/s{}",
+            "wrote {} to {}: {:.1} MiB as data, {:.1} MiB as zeroes, {:.2} s, {:.1} MiB/s{}{}",
             self.image,
             self.target,
             self.data_bytes as f64 / 1048576.0,
             self.zero_bytes as f64 / 1048576.0,
             self.seconds,
             self.mib_per_second,
-            if self.verified { ", verified" } else { "" }
+            if self.verified { ", verified" } else { "" },
+            match self.reconnects {
+                0 => String::new(),
+                n => format!(", {n} lost connection(s) recovered"),
+            }
         )
     }
 }
@@ -166,8 +173,9 @@ pub async fn write(image: &Path, url: &IscsiUrl, login: &Login, args: &WriteArgs
     if args.verify {
         check_read_back(image, &disk, args).await?;
     }
+    let reconnects = disk.sessions().iter().map(|s| s.reinstatements()).sum();
     logout(disk).await;
-    Ok(WriteSummary::new(image, url, &report, args.verify))
+    Ok(WriteSummary::new(image, url, &report, args.verify, reconnects))
 }
 
 async fn check_read_back(image: &Path, disk: &Disk, args: &WriteArgs) -> anyhow::Result<()> {

@@ -29,6 +29,8 @@ struct Shared {
     cuts: Vec<u64>,
     fault: Fault,
     accepted: AtomicUsize,
+    /// Connections that reached their quota and failed.
+    faults: AtomicUsize,
     frozen: AtomicBool,
     /// After the last cut: close every new connection at once.
     refuse_after_cuts: bool,
@@ -56,6 +58,7 @@ impl FaultyProxy {
             cuts,
             fault,
             accepted: AtomicUsize::new(0),
+            faults: AtomicUsize::new(0),
             frozen: AtomicBool::new(false),
             refuse_after_cuts,
             open: Mutex::new(Vec::new()),
@@ -83,6 +86,11 @@ impl FaultyProxy {
     /// Connections accepted so far.
     pub fn connections(&self) -> usize {
         self.shared.accepted.load(Ordering::SeqCst)
+    }
+
+    /// Connections broken so far (that carried their quota).
+    pub fn faults(&self) -> usize {
+        self.shared.faults.load(Ordering::SeqCst)
     }
 }
 
@@ -138,6 +146,7 @@ impl Shared {
             }
             sent += room as u64;
             if sent >= quota {
+                self.faults.fetch_add(1, Ordering::SeqCst);
                 match self.fault {
                     Fault::Cut => break,
                     Fault::Freeze => {
