@@ -95,11 +95,9 @@ impl TargetAgent {
         self.child.id()
     }
 
-    /// The agent's resident memory now, in KiB (VmRSS), or None once it exited.
+    /// The agent's resident memory now, in KiB, or None once it exited.
     pub fn rss_kib(&self) -> Option<u64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
-        let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-        line.split_whitespace().nth(1)?.parse().ok()
+        rss_kib(self.pid())
     }
 
     /// Whether the process is still running.
@@ -135,6 +133,13 @@ impl Drop for TargetAgent {
 /// `<target dir>/{debug,release}/NAME` (the profile of this test build
 /// first), where the target directory is `$CARGO_TARGET_DIR` or the
 /// workspace's `target/`. Panics with the command to run when there is none.
+/// Resident memory of process `pid` now, in KiB (VmRSS), or None if it is gone.
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
 pub fn workspace_binary(name: &str, env_var: &str) -> PathBuf {
     if let Some(path) = std::env::var_os(env_var) {
         let path = PathBuf::from(path);

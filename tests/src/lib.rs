@@ -23,6 +23,40 @@ pub mod rootfs;
 pub mod tftpd;
 pub mod tgtd;
 
+/// A seed for a test's random choices: `$VAR` if set, else from the clock.
+/// Printed as `VAR=SEED`, so that a failing run can be repeated.
+pub fn seed(var: &str) -> u64 {
+    let seed = std::env::var(var).ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+        now.map_or(1, |d| d.as_nanos() as u64 | 1)
+    });
+    eprintln!("{var}={seed}");
+    seed
+}
+
+/// xorshift64: reproducible test data and fault points from a [`seed`]
+/// (never zero).
+#[derive(Debug, Clone)]
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    /// A number in `0..n` (0 for `n` = 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n.max(1)
+    }
+
+    pub fn bytes(&mut self, len: usize) -> Vec<u8> {
+        (0..len).map(|_| self.next_u64() as u8).collect()
+    }
+}
+
 /// Run `qemu-img ARGS` (Debian qemu-utils); panics with its message on failure.
 pub fn qemu_img(args: &[&str]) {
     let out = std::process::Command::new("qemu-img")

@@ -12,8 +12,9 @@
 // Test code: an unwrap that fails is a test that fails, with its message.
 #![allow(clippy::unwrap_used)]
 
-use integration_tests::agent::TargetAgent;
+use integration_tests::agent::{TargetAgent, rss_kib};
 use integration_tests::initiator::Session;
+use integration_tests::{Rng, seed};
 use iscsi_proto::login::InitiatorConfig;
 use iscsi_proto::pdu::{
     Cid, DataOut, Header, Isid, LoginRequest, NopOut, Pdu, RejectReason, ScsiCommand, Stage, TaskAttribute, Tsih,
@@ -24,7 +25,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 use tempfile::NamedTempFile;
 
 const IQN: &str = "iqn.2024-01.test.abuse:disk";
@@ -36,25 +37,6 @@ const THREADS: usize = 8;
 /// The target's resident memory must stay below this (a debug build).
 const RSS_LIMIT_KIB: u64 = 160 << 10;
 const LUN: Lun = Lun::from_index(1);
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-
-    fn bytes(&mut self, len: usize) -> Vec<u8> {
-        (0..len).map(|_| self.next() as u8).collect()
-    }
-}
 
 fn disk_pattern() -> Vec<u8> {
     (0..DISK)
@@ -384,11 +366,7 @@ fn hundreds_of_hostile_connections_leave_the_target_serving() {
         ],
     );
     let addr = agent.addr();
-    let seed = std::env::var("ABUSE_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64 | 1);
-    eprintln!("ABUSE_SEED={seed}");
+    let seed = seed("ABUSE_SEED");
 
     // Sample the target's memory while it is abused.
     let stop = Arc::new(AtomicBool::new(false));
@@ -398,13 +376,7 @@ fn hundreds_of_hostile_connections_leave_the_target_serving() {
         let (stop, peak) = (stop.clone(), peak.clone());
         std::thread::spawn(move || {
             while !stop.load(Ordering::SeqCst) {
-                if let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status"))
-                    && let Some(kib) = status
-                        .lines()
-                        .find(|l| l.starts_with("VmRSS:"))
-                        .and_then(|l| l.split_whitespace().nth(1))
-                        .and_then(|v| v.parse::<u64>().ok())
-                {
+                if let Some(kib) = rss_kib(pid) {
                     peak.fetch_max(kib, Ordering::SeqCst);
                 }
                 std::thread::sleep(Duration::from_millis(20));

@@ -15,39 +15,27 @@ use integration_tests::agent::TargetAgent;
 use integration_tests::proxy::{Fault, FaultyProxy};
 use integration_tests::rootfs::Loop;
 use integration_tests::tgtd::Tgtd;
-use integration_tests::{conductor_writer, must, output_text};
+use integration_tests::{Rng, conductor_writer, must, output_text};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Output;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 use tempfile::{NamedTempFile, TempDir};
 
 const IQN: &str = "iqn.2024-01.test.faults:disk";
 const DISK: u64 = 64 << 20;
 const JUNK: u8 = 0xee;
 
-/// A seed from the clock, printed so a failing run can be repeated.
 fn seed() -> u64 {
-    let seed = std::env::var("FAULTS_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64 | 1);
-    eprintln!("FAULTS_SEED={seed}");
-    seed
-}
-
-fn xorshift(state: &mut u64) -> u64 {
-    *state ^= *state << 13;
-    *state ^= *state >> 7;
-    *state ^= *state << 17;
-    *state
+    integration_tests::seed("FAULTS_SEED")
 }
 
 /// A raw image of `len` pseudo-random bytes (no zero runs: all of it travels).
-fn random_image(dir: &Path, len: usize, mut state: u64) -> (PathBuf, Vec<u8>) {
+fn random_image(dir: &Path, len: usize, seed: u64) -> (PathBuf, Vec<u8>) {
+    let mut rng = Rng(seed);
     let mut data = Vec::with_capacity(len + 8);
     while data.len() < len {
-        data.extend_from_slice(&(xorshift(&mut state) | 0x0101_0101_0101_0101).to_le_bytes());
+        data.extend_from_slice(&(rng.next_u64() | 0x0101_0101_0101_0101).to_le_bytes());
     }
     data.truncate(len);
     let path = dir.join("image.raw");
@@ -76,8 +64,8 @@ fn write(image: &Path, addr: &str, extra: &[&str]) -> (Output, Duration) {
 fn survive_cuts(upstream: SocketAddr, disk: &Path, seed: u64) {
     let dir = TempDir::new().unwrap();
     let (image, data) = random_image(dir.path(), 40 << 20, seed);
-    let mut state = seed ^ 0x9e37_79b9_7f4a_7c15;
-    let cuts: Vec<u64> = (0..5).map(|_| (64 << 10) + xorshift(&mut state) % (8 << 20)).collect();
+    let mut rng = Rng(seed ^ 0x9e37_79b9_7f4a_7c15);
+    let cuts: Vec<u64> = (0..5).map(|_| (64 << 10) + rng.below(8 << 20)).collect();
     let proxy = FaultyProxy::start(upstream, cuts.clone(), Fault::Cut, false);
     let (out, took) = write(&image, &proxy.addr(), &["--sessions", "2", "--reconnect-timeout", "30"]);
     let text = output_text(&out);
