@@ -155,6 +155,9 @@ pub(crate) async fn run(
     // the connection called lost after `dead_after`.
     let mut heard = Instant::now();
     let mut pinged = false;
+    // One timer for the whole connection, moved only when its deadline does.
+    let silence = tokio::time::sleep_until(heard + recovery.ping_after);
+    tokio::pin!(silence);
     let error = loop {
         if let Err(e) = state.dispatch(&mut writer, recovery.dead_after).await {
             break SessionError::ConnectionLost(e.to_string());
@@ -170,8 +173,11 @@ pub(crate) async fn run(
             } else {
                 recovery.ping_after
             };
+        if silence.deadline() != check {
+            silence.as_mut().reset(check);
+        }
         tokio::select! {
-            () = tokio::time::sleep_until(check), if waiting_for_target => {
+            () = &mut silence, if waiting_for_target => {
                 if pinged {
                     break SessionError::ConnectionLost(format!(
                         "the target did not answer for {} s",
