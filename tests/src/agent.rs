@@ -7,8 +7,6 @@
 //! does); [`TargetAgent::binary`] then finds it in the workspace's target
 //! directory. A missing binary is a test failure, never a skip.
 
-use crate::tgtd::free_port;
-use std::net::{Ipv4Addr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::thread::sleep;
@@ -49,17 +47,21 @@ impl TargetAgent {
     /// Like [`TargetAgent::start`], with more `serve` options (CHAP, limits).
     pub fn start_with(backing: &Path, iqn: &str, extra: &[&str]) -> Self {
         let binary = Self::binary();
-        let port = free_port();
         let log = NamedTempFile::new().expect("a temporary file for the agent's output");
         // One open file for both streams (like 2>&1); we read it by path.
         let out = log.reopen().expect("open the log file");
         let err = out.try_clone().expect("clone the log file");
+        // Port 0: the kernel picks a port at bind, and the agent logs it.
+        // A port picked here and handed over could be taken in between, and
+        // a connect loop could "succeed" on someone else's listener (or on a
+        // TCP self-connection) before the agent listens.
         let child = Command::new(&binary)
             .arg("serve")
             .arg("--backing")
             .arg(backing)
-            .args(["--iqn", iqn, "--listen", &format!("127.0.0.1:{port}")])
+            .args(["--iqn", iqn, "--listen", "127.0.0.1:0"])
             .args(extra)
+            .env("RUST_LOG", serving_line_filter())
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)
@@ -68,11 +70,15 @@ impl TargetAgent {
         let mut agent = Self {
             child,
             log,
-            port,
+            port: 0,
             iqn: iqn.to_owned(),
         };
         let deadline = Instant::now() + START_TIMEOUT;
-        while TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_err() {
+        loop {
+            if let Some(port) = serving_port(&agent.output()) {
+                agent.port = port;
+                return agent;
+            }
             if let Ok(Some(status)) = agent.child.try_wait() {
                 panic!(
                     "{} serve exited at start-up ({status}); its output:\n{}",
@@ -82,12 +88,11 @@ impl TargetAgent {
             }
             assert!(
                 Instant::now() < deadline,
-                "target-agent does not listen on 127.0.0.1:{port} after {START_TIMEOUT:?}; its output:\n{}",
+                "target-agent does not listen after {START_TIMEOUT:?}; its output:\n{}",
                 agent.output()
             );
-            sleep(Duration::from_millis(50));
+            sleep(Duration::from_millis(20));
         }
-        agent
     }
 
     /// The agent's process id.
@@ -129,10 +134,26 @@ impl Drop for TargetAgent {
     }
 }
 
-/// A binary of this workspace: `$ENV_VAR` if set, else
-/// `<target dir>/{debug,release}/NAME` (the profile of this test build
-/// first), where the target directory is `$CARGO_TARGET_DIR` or the
-/// workspace's `target/`. Panics with the command to run when there is none.
+/// The caller's `RUST_LOG` (or `info`), keeping the "serving" line unless
+/// the caller set the server's own level.
+fn serving_line_filter() -> String {
+    match std::env::var("RUST_LOG") {
+        Ok(filter) if filter.contains("target_agent::server") => filter,
+        Ok(filter) if !filter.is_empty() => format!("{filter},target_agent::server=info"),
+        _ => "info".to_owned(),
+    }
+}
+
+/// The port in the agent's "serving addr=IP:PORT iqn=..." line, once that
+/// line is complete.
+fn serving_port(log: &str) -> Option<u16> {
+    let line = log.lines().find(|line| line.contains(" serving addr="))?;
+    let (_, rest) = line.split_once(" serving addr=")?;
+    // Only a complete token: the write may still be under way.
+    let (addr, _) = rest.split_once(' ')?;
+    addr.parse::<std::net::SocketAddr>().ok().map(|a| a.port())
+}
+
 /// Resident memory of process `pid` now, in KiB (VmRSS), or None if it is gone.
 pub fn rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -140,6 +161,10 @@ pub fn rss_kib(pid: u32) -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
+/// A binary of this workspace: `$ENV_VAR` if set, else
+/// `<target dir>/{debug,release}/NAME` (the profile of this test build
+/// first), where the target directory is `$CARGO_TARGET_DIR` or the
+/// workspace's `target/`. Panics with the command to run when there is none.
 pub fn workspace_binary(name: &str, env_var: &str) -> PathBuf {
     if let Some(path) = std::env::var_os(env_var) {
         let path = PathBuf::from(path);
@@ -165,4 +190,17 @@ pub fn workspace_binary(name: &str, env_var: &str) -> PathBuf {
         .unwrap_or_else(|| {
             panic!("no {name} binary at {candidates:?}: run `cargo build -p {name}` first (or set {env_var})")
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::serving_port;
+
+    #[test]
+    fn the_port_is_read_from_a_complete_serving_line_only() {
+        let line = "2026-11-25T23:37:01Z  INFO target_agent::server: serving addr=127.0.0.1:25473 iqn=iqn.x\n";
+        assert_eq!(serving_port(line), Some(25473));
+        assert_eq!(serving_port(&line[..line.find(" iqn").unwrap() - 2]), None);
+        assert_eq!(serving_port("starting\n"), None);
+    }
 }

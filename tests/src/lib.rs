@@ -57,6 +57,14 @@ impl Rng {
     }
 }
 
+/// Whether something accepts TCP connections at `addr`. A connection to
+/// itself (source port equal to the destination port, possible where the
+/// kernel's ephemeral port range covers `addr`) does not count: it
+/// "succeeds" with nobody listening.
+pub fn listening(addr: impl std::net::ToSocketAddrs) -> bool {
+    std::net::TcpStream::connect(addr).is_ok_and(|stream| stream.local_addr().ok() != stream.peer_addr().ok())
+}
+
 /// Run `qemu-img ARGS` (Debian qemu-utils); panics with its message on failure.
 pub fn qemu_img(args: &[&str]) {
     let out = std::process::Command::new("qemu-img")

@@ -1,6 +1,6 @@
 //! A private tgtd instance on 127.0.0.1, for interoperability tests.
 
-use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, TcpListener};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::thread::sleep;
@@ -60,7 +60,9 @@ impl Tgtd {
             .expect("start tgtd (install the Debian package `tgt`; tests run as root)");
         let mut tgtd = Self { child, control, port };
         let deadline = Instant::now() + Duration::from_secs(10);
-        while !(tgtd.admin(&["--op", "show", "--mode", "system"]).is_ok() && tgtd.listening()) {
+        while !(tgtd.admin(&["--op", "show", "--mode", "system"]).is_ok()
+            && crate::listening((Ipv4Addr::LOCALHOST, port)))
+        {
             assert!(Instant::now() < deadline, "tgtd did not come up on port {port}");
             if let Ok(Some(status)) = tgtd.child.try_wait() {
                 panic!("tgtd exited at start-up: {status}");
@@ -68,10 +70,6 @@ impl Tgtd {
             sleep(Duration::from_millis(50));
         }
         tgtd
-    }
-
-    fn listening(&self) -> bool {
-        TcpStream::connect((Ipv4Addr::LOCALHOST, self.port)).is_ok()
     }
 
     /// The portal address.
