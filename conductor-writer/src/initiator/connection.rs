@@ -221,7 +221,10 @@ pub(crate) async fn run(
     for (_, task) in state.tasks.drain() {
         task.fail(error.clone());
     }
-    for request in state.waiting.drain(..).chain(state.logout.take()) {
+    // Requests still in the channel fail with the same reason.
+    requests.close();
+    let queued = std::iter::from_fn(|| requests.try_recv().ok());
+    for request in state.waiting.drain(..).chain(state.logout.take()).chain(queued) {
         let _ = request.reply.send(Err(error.clone()));
     }
 }
@@ -311,6 +314,18 @@ impl State {
                 };
                 header.set_cdb(&cdb);
                 let immediate = data_out.slice(..plan.immediate as usize);
+                let unsent = data_out.clone();
+                // Registered before it is sent: if sending fails or stalls,
+                // the caller hears why when the connection's tasks fail.
+                self.tasks.insert(
+                    itt,
+                    Task::Scsi {
+                        lun,
+                        data_out,
+                        read: vec![0; read_len as usize],
+                        reply,
+                    },
+                );
                 writer.queue(&Header::ScsiCommand(header), immediate).await?;
                 let unsolicited = plan.unsolicited_end - plan.immediate;
                 for chunk in data_out_sequence(plan.immediate, unsolicited, self.max_send()) {
@@ -324,18 +339,8 @@ impl State {
                         buffer_offset: chunk.offset,
                     };
                     let range = chunk.offset as usize..(chunk.offset + chunk.len) as usize;
-                    writer.queue(&Header::DataOut(dout), data_out.slice(range)).await?;
+                    writer.queue(&Header::DataOut(dout), unsent.slice(range)).await?;
                 }
-                let read = vec![0; read_len as usize];
-                self.tasks.insert(
-                    itt,
-                    Task::Scsi {
-                        lun,
-                        data_out,
-                        read,
-                        reply,
-                    },
-                );
             }
             RequestKind::Text(pairs) => {
                 let header = TextRequest {
@@ -348,7 +353,6 @@ impl State {
                     cmd_sn: immediate_sn,
                     exp_stat_sn,
                 };
-                writer.queue(&Header::TextRequest(header), text::encode(&pairs)).await?;
                 self.tasks.insert(
                     itt,
                     Task::Text {
@@ -357,6 +361,7 @@ impl State {
                         reply,
                     },
                 );
+                writer.queue(&Header::TextRequest(header), text::encode(&pairs)).await?;
             }
             RequestKind::Ping => {
                 let header = NopOut {
@@ -367,8 +372,8 @@ impl State {
                     cmd_sn: immediate_sn,
                     exp_stat_sn,
                 };
-                writer.queue(&Header::NopOut(header), Bytes::new()).await?;
                 self.tasks.insert(itt, Task::Ping { reply });
+                writer.queue(&Header::NopOut(header), Bytes::new()).await?;
             }
             RequestKind::TaskManagement {
                 function,
@@ -386,8 +391,8 @@ impl State {
                     ref_cmd_sn: immediate_sn,
                     exp_data_sn: DataSn(0),
                 };
-                writer.queue(&Header::TaskMgmtRequest(header), Bytes::new()).await?;
                 self.tasks.insert(itt, Task::Tmf { reply });
+                writer.queue(&Header::TaskMgmtRequest(header), Bytes::new()).await?;
             }
             RequestKind::Logout => {
                 let header = LogoutRequest {
@@ -398,8 +403,8 @@ impl State {
                     cmd_sn: immediate_sn,
                     exp_stat_sn,
                 };
-                writer.queue(&Header::LogoutRequest(header), Bytes::new()).await?;
                 self.tasks.insert(itt, Task::Logout { reply });
+                writer.queue(&Header::LogoutRequest(header), Bytes::new()).await?;
             }
         }
         Ok(())
