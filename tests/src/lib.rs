@@ -104,12 +104,51 @@ pub fn must(program: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// `conductor-writer ARGS`, this workspace's build.
+/// How long one `conductor-writer` run of a test may take before it is
+/// killed: a hang fails its test with the output so far, never the run.
+const WRITER_LIMIT: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// `conductor-writer ARGS`, this workspace's build, killed after
+/// [`WRITER_LIMIT`] (its stderr then says so).
 pub fn conductor_writer(args: &[&str]) -> std::process::Output {
-    std::process::Command::new(agent::workspace_binary("conductor-writer", "CONDUCTOR_WRITER"))
+    let binary = agent::workspace_binary("conductor-writer", "CONDUCTOR_WRITER");
+    // Files, not pipes: nothing has to drain them while we wait.
+    let stdout = tempfile::tempfile().expect("a file for the writer's stdout");
+    let stderr = tempfile::tempfile().expect("a file for the writer's stderr");
+    let mut child = std::process::Command::new(binary)
         .args(args)
-        .output()
-        .expect("run conductor-writer")
+        .stdin(std::process::Stdio::null())
+        .stdout(stdout.try_clone().expect("clone a file handle"))
+        .stderr(stderr.try_clone().expect("clone a file handle"))
+        .spawn()
+        .expect("run conductor-writer");
+    let deadline = std::time::Instant::now() + WRITER_LIMIT;
+    let (status, hung) = loop {
+        if let Some(status) = child.try_wait().expect("wait for conductor-writer") {
+            break (status, false);
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            break (child.wait().expect("wait for conductor-writer"), true);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let read = |mut file: std::fs::File| {
+        use std::io::{Read, Seek};
+        let mut bytes = Vec::new();
+        let _ = file.rewind().and_then(|()| file.read_to_end(&mut bytes));
+        bytes
+    };
+    let mut out = std::process::Output {
+        status,
+        stdout: read(stdout),
+        stderr: read(stderr),
+    };
+    if hung {
+        let note = format!("\n(conductor-writer {args:?} still ran after {WRITER_LIMIT:?}: killed)\n");
+        out.stderr.extend_from_slice(note.as_bytes());
+    }
+    out
 }
 
 /// A populated ext4 image `dir/name` of `mb` MiB, labelled `rootfs`, whose
