@@ -135,3 +135,28 @@ async fn pipelined_against_tgtd() {
     tgtd.add_target(1, IQN, disk.path());
     exercise(tgtd.addr().parse().unwrap(), &disk).await;
 }
+
+/// Silence while nothing is asked of the target is no sign of a dead
+/// target: after a pause longer than `dead_after`, with no pings from the
+/// target either, the next command runs on the same connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_pause_is_not_a_lost_connection() {
+    use conductor_writer::initiator::Recovery;
+    let disk = backing();
+    let agent = TargetAgent::start_with(disk.path(), IQN, &["--nop-interval", "3600"]);
+    let config = InitiatorConfig::new("iqn.2024-01.test.pipeline:init", Some(IQN.into()), Isid::random([5; 6]));
+    let recovery = Recovery {
+        within: Duration::from_secs(10),
+        ping_after: Duration::from_millis(500),
+        dead_after: Duration::from_secs(1),
+    };
+    let addr = agent.addr().parse().unwrap();
+    let session = Session::connect_with(addr, config, Duration::from_secs(10), recovery)
+        .await
+        .unwrap();
+    session.ping().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    session.ping().await.unwrap();
+    assert_eq!(session.reinstatements(), 0, "the pause was taken for a lost connection");
+    session.logout().await.unwrap();
+}

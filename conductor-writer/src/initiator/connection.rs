@@ -152,9 +152,12 @@ pub(crate) async fn run(
         done: false,
     };
     // Silence while commands are outstanding: a ping after `ping_after`,
-    // the connection called lost after `dead_after`.
+    // the connection called lost after `dead_after`. The silence counts
+    // from the last PDU heard, or from when we began to wait if that is
+    // later: an idle connection owes us nothing.
     let mut heard = Instant::now();
     let mut pinged = false;
+    let mut was_waiting = false;
     // One timer for the whole connection, moved only when its deadline does.
     let silence = tokio::time::sleep_until(heard + recovery.ping_after);
     tokio::pin!(silence);
@@ -167,6 +170,10 @@ pub(crate) async fn run(
         }
         let accepting = state.logout.is_none() && state.waiting.len() < 1024;
         let waiting_for_target = !state.tasks.is_empty() || !state.waiting.is_empty();
+        if waiting_for_target && !was_waiting {
+            heard = Instant::now();
+        }
+        was_waiting = waiting_for_target;
         let check = heard
             + if pinged {
                 recovery.dead_after
