@@ -226,5 +226,3 @@ pub async fn stopping(closing: &mut watch::Receiver<bool>) {
     // The guard wait_for returns is not Send: drop it here, not in a select!.
     let _ = closing.wait_for(|c| *c).await;
 }
-
-impl Target {}
