@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
-use tracing::{debug, warn};
+use tracing::{debug, trace, warn};
 
 /// How a SCSI command ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -333,6 +333,7 @@ impl State {
                         reply,
                     },
                 );
+                trace!(%itt, %cmd_sn, len, "command");
                 writer.queue(&Header::ScsiCommand(header), immediate).await?;
                 let unsolicited = plan.unsolicited_end - plan.immediate;
                 for chunk in data_out_sequence(plan.immediate, unsolicited, self.max_send()) {
@@ -418,6 +419,7 @@ impl State {
     }
 
     fn complete(&mut self, itt: Itt, reply: Reply) {
+        trace!(%itt, known = self.tasks.contains_key(&itt), "answered");
         let responder = match self.tasks.remove(&itt) {
             Some(
                 Task::Scsi { reply, .. }
@@ -441,6 +443,7 @@ impl State {
         let lost = |e: std::io::Error| SessionError::ConnectionLost(e.to_string());
         match pdu.header {
             Header::R2t(r2t) => {
+                trace!(itt = %r2t.itt, offset = r2t.buffer_offset, len = r2t.desired_len, "R2T");
                 let Some(Task::Scsi { lun, data_out, .. }) = self.tasks.get(&r2t.itt) else {
                     return Err(SessionError::Protocol(format!("R2T for unknown task {}", r2t.itt)));
                 };

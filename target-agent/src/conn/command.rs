@@ -14,7 +14,7 @@ use iscsi_proto::{CmdSn, DataSn, Itt, Lun, StatSn, Ttt};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 use tokio::sync::mpsc;
-use tracing::{Instrument, debug, debug_span, warn};
+use tracing::{Instrument, debug, debug_span, trace, warn};
 
 /// Where a command goes: the disk, or the LUN-less answers of SPC-4.
 #[derive(Debug, Clone)]
@@ -122,6 +122,7 @@ async fn run(mut job: Job, ctx: JobContext, fate: Fate) {
     if !fate.answer() {
         debug!("aborted: no response");
     } else {
+        trace!(status = ?completion.status, "answering");
         for pdu in answer(&job, completion, ctx.max_segment, ctx.max_burst) {
             if ctx.out.send(Out::Pdu(pdu)).await.is_err() {
                 break;

@@ -28,7 +28,7 @@ use std::time::Duration;
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
-use tracing::{debug, info};
+use tracing::{debug, info, trace};
 
 /// The largest write a single command may announce; larger ones are
 /// refused before any buffer is allocated.
@@ -255,7 +255,9 @@ impl Ffp {
 
     /// Apply the CmdSN rules; `true` when the PDU is to be processed now.
     fn admit(&mut self, cmd_sn: CmdSn, immediate: bool, pdu: &Pdu) -> bool {
-        match self.shared.window().admit(cmd_sn, immediate) {
+        let admission = self.shared.window().admit(cmd_sn, immediate);
+        trace!(%cmd_sn, itt = %pdu.header.itt(), ?admission, "admit");
+        match admission {
             Admission::Immediate | Admission::InOrder => true,
             Admission::Early => {
                 self.held.insert(cmd_sn.0, pdu.clone());
