@@ -111,12 +111,18 @@ const WRITER_LIMIT: std::time::Duration = std::time::Duration::from_secs(120);
 /// `conductor-writer ARGS`, this workspace's build, killed after
 /// [`WRITER_LIMIT`] (its stderr then says so).
 pub fn conductor_writer(args: &[&str]) -> std::process::Output {
+    conductor_writer_with(args, &[])
+}
+
+/// [`conductor_writer`] with `envs` added to its environment.
+pub fn conductor_writer_with(args: &[&str], envs: &[(&str, &str)]) -> std::process::Output {
     let binary = agent::workspace_binary("conductor-writer", "CONDUCTOR_WRITER");
     // Files, not pipes: nothing has to drain them while we wait.
     let stdout = tempfile::tempfile().expect("a file for the writer's stdout");
     let stderr = tempfile::tempfile().expect("a file for the writer's stderr");
     let mut child = std::process::Command::new(binary)
         .args(args)
+        .envs(envs.iter().copied())
         .stdin(std::process::Stdio::null())
         .stdout(stdout.try_clone().expect("clone a file handle"))
         .stderr(stderr.try_clone().expect("clone a file handle"))

@@ -15,7 +15,7 @@ use integration_tests::agent::TargetAgent;
 use integration_tests::proxy::{Fault, FaultyProxy};
 use integration_tests::rootfs::Loop;
 use integration_tests::tgtd::Tgtd;
-use integration_tests::{Rng, conductor_writer, must, output_text};
+use integration_tests::{Rng, conductor_writer_with, must, output_text};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -54,7 +54,9 @@ fn write(image: &Path, addr: &str, extra: &[&str]) -> (Output, Duration) {
     let mut args = vec!["write", image.to_str().unwrap(), &url];
     args.extend_from_slice(extra);
     let start = Instant::now();
-    let out = conductor_writer(&args);
+    // Each command's path (sent, R2T, answered by ITT): a failure's message
+    // then shows which command went missing and where.
+    let out = conductor_writer_with(&args, &[("RUST_LOG", "conductor_writer=trace")]);
     (out, start.elapsed())
 }
 
