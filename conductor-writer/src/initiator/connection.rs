@@ -321,14 +321,13 @@ impl State {
                 };
                 header.set_cdb(&cdb);
                 let immediate = data_out.slice(..plan.immediate as usize);
-                let unsent = data_out.clone();
                 // Registered before it is sent: if sending fails or stalls,
                 // the caller hears why when the connection's tasks fail.
                 self.tasks.insert(
                     itt,
                     Task::Scsi {
                         lun,
-                        data_out,
+                        data_out: data_out.clone(),
                         read: vec![0; read_len as usize],
                         reply,
                     },
@@ -347,7 +346,7 @@ impl State {
                         buffer_offset: chunk.offset,
                     };
                     let range = chunk.offset as usize..(chunk.offset + chunk.len) as usize;
-                    writer.queue(&Header::DataOut(dout), unsent.slice(range)).await?;
+                    writer.queue(&Header::DataOut(dout), data_out.slice(range)).await?;
                 }
             }
             RequestKind::Text(pairs) => {
