@@ -104,6 +104,55 @@ pub fn must(program: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Wait up to `limit` for `child` to exit: its status, or None if it still
+/// runs then (or cannot be polled).
+pub fn wait_within(child: &mut std::process::Child, limit: std::time::Duration) -> Option<std::process::ExitStatus> {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return Some(status),
+            Ok(None) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            _ => return None,
+        }
+    }
+}
+
+/// Run `command` for at most `limit`, killed then: its output, and whether
+/// it had to be killed. Output goes to files, not pipes, so a chatty
+/// program never blocks on a full pipe and nothing must drain it meanwhile.
+pub fn output_within(
+    command: &mut std::process::Command,
+    limit: std::time::Duration,
+) -> std::io::Result<(std::process::Output, bool)> {
+    let stdout = tempfile::tempfile()?;
+    let stderr = tempfile::tempfile()?;
+    let mut child = command
+        .stdin(std::process::Stdio::null())
+        .stdout(stdout.try_clone()?)
+        .stderr(stderr.try_clone()?)
+        .spawn()?;
+    let (status, killed) = match wait_within(&mut child, limit) {
+        Some(status) => (status, false),
+        None => {
+            let _ = child.kill();
+            (child.wait()?, true)
+        }
+    };
+    let read = |mut file: std::fs::File| {
+        use std::io::{Read, Seek};
+        let mut bytes = Vec::new();
+        file.rewind().and_then(|()| file.read_to_end(&mut bytes)).map(|_| bytes)
+    };
+    let output = std::process::Output {
+        status,
+        stdout: read(stdout)?,
+        stderr: read(stderr)?,
+    };
+    Ok((output, killed))
+}
+
 /// How long one `conductor-writer` run of a test may take before it is
 /// killed: a hang fails its test with the output so far, never the run.
 const WRITER_LIMIT: std::time::Duration = std::time::Duration::from_secs(120);
@@ -117,40 +166,10 @@ pub fn conductor_writer(args: &[&str]) -> std::process::Output {
 /// [`conductor_writer`] with `envs` added to its environment.
 pub fn conductor_writer_with(args: &[&str], envs: &[(&str, &str)]) -> std::process::Output {
     let binary = agent::workspace_binary("conductor-writer", "CONDUCTOR_WRITER");
-    // Files, not pipes: nothing has to drain them while we wait.
-    let stdout = tempfile::tempfile().expect("a file for the writer's stdout");
-    let stderr = tempfile::tempfile().expect("a file for the writer's stderr");
-    let mut child = std::process::Command::new(binary)
-        .args(args)
-        .envs(envs.iter().copied())
-        .stdin(std::process::Stdio::null())
-        .stdout(stdout.try_clone().expect("clone a file handle"))
-        .stderr(stderr.try_clone().expect("clone a file handle"))
-        .spawn()
-        .expect("run conductor-writer");
-    let deadline = std::time::Instant::now() + WRITER_LIMIT;
-    let (status, hung) = loop {
-        if let Some(status) = child.try_wait().expect("wait for conductor-writer") {
-            break (status, false);
-        }
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            break (child.wait().expect("wait for conductor-writer"), true);
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    };
-    let read = |mut file: std::fs::File| {
-        use std::io::{Read, Seek};
-        let mut bytes = Vec::new();
-        let _ = file.rewind().and_then(|()| file.read_to_end(&mut bytes));
-        bytes
-    };
-    let mut out = std::process::Output {
-        status,
-        stdout: read(stdout),
-        stderr: read(stderr),
-    };
-    if hung {
+    let mut command = std::process::Command::new(binary);
+    command.args(args).envs(envs.iter().copied());
+    let (mut out, killed) = output_within(&mut command, WRITER_LIMIT).expect("run conductor-writer");
+    if killed {
         let note = format!("\n(conductor-writer {args:?} still ran after {WRITER_LIMIT:?}: killed)\n");
         out.stderr.extend_from_slice(note.as_bytes());
     }
@@ -170,4 +189,33 @@ pub fn ext4_image(dir: &std::path::Path, name: &str, mb: u64, content: &str) -> 
     let (tree, path) = (tree.to_str().expect("UTF-8 path"), image.to_str().expect("UTF-8 path"));
     must("mke2fs", &["-q", "-F", "-t", "ext4", "-L", "rootfs", "-d", tree, path]);
     image
+}
+
+#[cfg(test)]
+mod tests {
+    use super::output_within;
+    use std::process::Command;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn a_run_keeps_its_output_and_is_killed_at_its_limit() {
+        let (out, killed) = output_within(
+            Command::new("sh").args(["-c", "echo out; echo err >&2; exit 3"]),
+            Duration::from_secs(10),
+        )
+        .unwrap();
+        assert!(!killed);
+        assert_eq!(out.status.code(), Some(3));
+        assert_eq!((&out.stdout[..], &out.stderr[..]), (&b"out\n"[..], &b"err\n"[..]));
+
+        let start = Instant::now();
+        let (out, killed) = output_within(
+            Command::new("sh").args(["-c", "echo before; exec sleep 30"]),
+            Duration::from_millis(300),
+        )
+        .unwrap();
+        assert!(killed && !out.status.success());
+        assert_eq!(out.stdout, b"before\n");
+        assert!(start.elapsed() < Duration::from_secs(10), "{:?}", start.elapsed());
+    }
 }

@@ -5,7 +5,7 @@ use crate::agent::workspace_binary;
 use crate::tgtd::free_port;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// A running `target-agent deploy --no-reboot`.
 #[derive(Debug)]
@@ -57,18 +57,14 @@ impl Ramdisk {
 
     /// Wait for the agent to exit; its exit code.
     pub fn wait(&mut self, timeout: Duration) -> i32 {
-        let deadline = Instant::now() + timeout;
         let mut child = self.child.take().expect("waited for once");
-        loop {
-            if let Some(status) = child.try_wait().expect("poll target-agent") {
-                return status.code().unwrap_or(-1);
-            }
-            if Instant::now() > deadline {
+        match crate::wait_within(&mut child, timeout) {
+            Some(status) => status.code().unwrap_or(-1),
+            None => {
                 let _ = child.kill();
                 let _ = child.wait();
                 panic!("target-agent deploy did not exit; its log:\n{}", self.log());
             }
-            std::thread::sleep(Duration::from_millis(50));
         }
     }
 }

@@ -149,13 +149,7 @@ impl Drop for Tgtd {
             }
         }
         let _ = self.admin(&["--op", "delete", "--mode", "system"]);
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                break;
-            }
-            sleep(Duration::from_millis(20));
-        }
+        let _ = crate::wait_within(&mut self.child, Duration::from_secs(5));
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = std::fs::remove_file(format!("/var/run/tgtd/socket.{}", self.control));

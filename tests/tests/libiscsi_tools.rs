@@ -27,15 +27,15 @@
 
 use integration_tests::agent::TargetAgent;
 use integration_tests::initiator::Session;
+use integration_tests::output_within;
 use integration_tests::tgtd::Tgtd;
 use iscsi_proto::Lun;
 use iscsi_proto::login::InitiatorConfig;
 use iscsi_proto::pdu::{Isid, LogoutResponseCode};
 use iscsi_proto::scsi::{Command as Scsi, ReadWrite, ScsiStatus};
 use std::collections::BTreeMap;
-use std::process::{Command, ExitStatus, Stdio};
-use std::thread::sleep;
-use std::time::{Duration, Instant};
+use std::process::{Command, ExitStatus};
+use std::time::Duration;
 use tempfile::NamedTempFile;
 
 /// Logical block length both targets are expected to expose.
@@ -168,43 +168,21 @@ struct Output {
     stderr: String,
 }
 
-/// Run a libiscsi tool with a time limit; output goes to files, so a
-/// chatty tool never blocks on a full pipe.
+/// Run a libiscsi tool with a time limit.
 fn run(tool: &str, args: &[&str]) -> Output {
-    let stdout = NamedTempFile::new().unwrap();
-    let stderr = NamedTempFile::new().unwrap();
-    let mut child = Command::new(tool)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(stdout.reopen().unwrap())
-        .stderr(stderr.reopen().unwrap())
-        .spawn()
+    let (out, killed) = output_within(Command::new(tool).args(args), TOOL_TIMEOUT)
         .unwrap_or_else(|e| panic!("run {tool}: {e} (install the Debian package libiscsi-bin)"));
-    let deadline = Instant::now() + TOOL_TIMEOUT;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "{tool} {args:?} did not finish within {TOOL_TIMEOUT:?}; stdout:\n{}\nstderr:\n{}",
-                read(&stdout),
-                read(&stderr)
-            );
-        }
-        sleep(Duration::from_millis(20));
-    };
+    let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(
+        !killed,
+        "{tool} {args:?} did not finish within {TOOL_TIMEOUT:?}; stdout:\n{stdout}\nstderr:\n{stderr}"
+    );
     Output {
-        status,
-        stdout: read(&stdout),
-        stderr: read(&stderr),
+        status: out.status,
+        stdout,
+        stderr,
     }
-}
-
-fn read(file: &NamedTempFile) -> String {
-    String::from_utf8_lossy(&std::fs::read(file.path()).unwrap()).into_owned()
 }
 
 /// Run a tool that must succeed; its stdout.
