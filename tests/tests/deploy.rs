@@ -50,13 +50,10 @@ fn deploy_ok(portal: &str, args: &[&str]) -> Value {
 /// A file of `size` pseudo-random bytes.
 fn junk_disk(dir: &Path, size: u64) -> PathBuf {
     let path = dir.join("disk.img");
-    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut rng = integration_tests::Rng(0x9e37_79b9_7f4a_7c15);
     let mut bytes = Vec::with_capacity(size as usize);
     while (bytes.len() as u64) < size {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        bytes.extend_from_slice(&state.to_le_bytes());
+        bytes.extend_from_slice(&rng.next_u64().to_le_bytes());
     }
     std::fs::write(&path, bytes).unwrap();
     path

@@ -33,17 +33,8 @@ fn raw_image(dir: &Path) -> PathBuf {
     let file = std::fs::File::create(&path).unwrap();
     let size = (20 << 20) + 1234;
     file.set_len(size).unwrap();
-    let mut x = 0x9e37_79b9_u32;
-    let mut random = |len: usize| -> Vec<u8> {
-        (0..len)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 17;
-                x ^= x << 5;
-                x as u8
-            })
-            .collect()
-    };
+    let mut rng = integration_tests::Rng(0x9e37_79b9);
+    let mut random = |len: usize| rng.bytes(len);
     file.write_all_at(&random(3 << 20), 0).unwrap();
     file.write_all_at(&vec![0u8; 2 << 20], 5 << 20).unwrap(); // written zeroes
     file.write_all_at(&random(1 << 20), 9 << 20).unwrap();
