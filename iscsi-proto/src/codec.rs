@@ -69,6 +69,41 @@ pub enum Decoded {
     NeedMore(usize),
 }
 
+/// A PDU's header, decoded ahead of its data segment (see [`Decoder::head`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Head {
+    pub header: Header,
+    /// Bytes of BHS, AHS and header digest at the front of the buffer.
+    pub header_len: usize,
+    /// The data segment's length.
+    pub data_len: usize,
+    /// Padding after the data segment, to a multiple of four bytes.
+    pub padding: usize,
+}
+
+/// Where the parts of one PDU lie on the wire.
+#[derive(Debug, Clone, Copy)]
+struct Layout {
+    /// BHS and AHS.
+    header_len: usize,
+    header_digest: bool,
+    data_len: usize,
+    /// A data digest follows the (padded) segment.
+    data_digest: bool,
+}
+
+impl Layout {
+    /// Where the data segment starts.
+    fn header_end(&self) -> usize {
+        self.header_len + if self.header_digest { DIGEST_LEN } else { 0 }
+    }
+
+    /// The whole PDU's length.
+    fn total(&self) -> usize {
+        self.header_end() + self.data_len.next_multiple_of(4) + if self.data_digest { DIGEST_LEN } else { 0 }
+    }
+}
+
 /// Why a PDU could not be decoded.
 #[derive(Debug, thiserror::Error)]
 pub enum DecodeError {
@@ -165,41 +200,22 @@ impl Decoder {
         };
         let mut head = [0u8; BHS_LEN];
         head.copy_from_slice(bhs);
-
-        let ahs_len = usize::from(head[field::TOTAL_AHS_LEN]) * 4;
-        let data_len = u32::from_be_bytes([0, head[5], head[6], head[7]]);
-        if data_len > self.framing.max_data_segment_len {
-            return Err(DecodeError::DataSegmentTooLong {
-                bhs: Box::new(head),
-                len: data_len,
-                max: self.framing.max_data_segment_len,
-            });
-        }
-        let data_len = data_len as usize;
-        let header_len = BHS_LEN + ahs_len;
-        let header_end = header_len + if self.framing.header_digest { DIGEST_LEN } else { 0 };
-        let padded = data_len.next_multiple_of(4);
-        let data_digest = self.framing.data_digest && data_len > 0;
-        let total = header_end + padded + if data_digest { DIGEST_LEN } else { 0 };
+        let layout = self.layout(&head)?;
+        let total = layout.total();
         if buf.len() < total {
             return Ok(Decoded::NeedMore(total - buf.len()));
         }
-
-        if self.framing.header_digest {
-            let expected = digest::crc32c(&buf[..header_len]);
-            if digest_at(buf, header_len) != expected {
-                return Err(DecodeError::HeaderDigest { bhs: Box::new(head) });
-            }
-        }
+        self.check_header_digest(&head, buf, &layout)?;
 
         let frame = buf.split_to(total).freeze();
-        let ahs = &frame[BHS_LEN..header_len];
-        let data_end = header_end + data_len;
+        let ahs = &frame[BHS_LEN..layout.header_len];
+        let data_start = layout.header_end();
+        let padded = layout.data_len.next_multiple_of(4);
         let parsed = self.parse_header(&head, ahs);
 
-        if data_digest {
-            let expected = digest::crc32c(&frame[header_end..header_end + padded]);
-            if digest_at(&frame, header_end + padded) != expected {
+        if layout.data_digest {
+            let expected = digest::crc32c(&frame[data_start..data_start + padded]);
+            if digest_at(&frame, data_start + padded) != expected {
                 return Err(DecodeError::DataDigest {
                     bhs: Box::new(head),
                     header: parsed.ok(),
@@ -212,8 +228,72 @@ impl Decoder {
         })?;
         Ok(Decoded::Pdu(Pdu {
             header,
-            data: frame.slice(header_end..data_end),
+            data: frame.slice(data_start..data_start + layout.data_len),
         }))
+    }
+
+    /// The header of the PDU at the front of `buf`, when it has arrived
+    /// whole and sound and its data segment can be moved without the
+    /// decoder: a non-empty segment within our limit, and no data digest to
+    /// check (a segment that must be checked goes through
+    /// [`Decoder::decode`]). This is how a caller sends write data straight
+    /// into a file instead of through memory.
+    ///
+    /// `None` leaves everything, errors included, to [`Decoder::decode`].
+    /// Nothing is consumed: the caller drops [`Head::header_len`] bytes,
+    /// then takes [`Head::data_len`] bytes of data and [`Head::padding`]
+    /// bytes of padding from the stream.
+    #[must_use]
+    pub fn head(&self, buf: &[u8]) -> Option<Head> {
+        let bhs: &Bhs = buf.get(..BHS_LEN)?.try_into().ok()?;
+        let layout = self.layout(bhs).ok()?;
+        if layout.data_digest || layout.data_len == 0 || buf.len() < layout.header_end() {
+            return None;
+        }
+        self.check_header_digest(bhs, buf, &layout).ok()?;
+        let header = self.parse_header(bhs, &buf[BHS_LEN..layout.header_len]).ok()?;
+        Some(Head {
+            header,
+            header_len: layout.header_end(),
+            data_len: layout.data_len,
+            padding: layout.data_len.next_multiple_of(4) - layout.data_len,
+        })
+    }
+
+    /// How many bytes the header part (BHS, AHS, header digest) of the PDU
+    /// whose BHS is `bhs` takes: what to read before [`Decoder::head`] can
+    /// answer.
+    #[must_use]
+    pub fn header_len(&self, bhs: &Bhs) -> usize {
+        BHS_LEN + usize::from(bhs[field::TOTAL_AHS_LEN]) * 4 + if self.framing.header_digest { DIGEST_LEN } else { 0 }
+    }
+
+    /// Where the parts of the PDU whose BHS is `bhs` lie, with the announced
+    /// data segment length checked against our limit before anything is
+    /// buffered.
+    fn layout(&self, bhs: &Bhs) -> Result<Layout, DecodeError> {
+        let data_len = u32::from_be_bytes([0, bhs[5], bhs[6], bhs[7]]);
+        if data_len > self.framing.max_data_segment_len {
+            return Err(DecodeError::DataSegmentTooLong {
+                bhs: Box::new(*bhs),
+                len: data_len,
+                max: self.framing.max_data_segment_len,
+            });
+        }
+        Ok(Layout {
+            header_len: BHS_LEN + usize::from(bhs[field::TOTAL_AHS_LEN]) * 4,
+            header_digest: self.framing.header_digest,
+            data_len: data_len as usize,
+            data_digest: self.framing.data_digest && data_len > 0,
+        })
+    }
+
+    /// `buf` holds at least the header part of `layout`.
+    fn check_header_digest(&self, bhs: &Bhs, buf: &[u8], layout: &Layout) -> Result<(), DecodeError> {
+        if layout.header_digest && digest_at(buf, layout.header_len) != digest::crc32c(&buf[..layout.header_len]) {
+            return Err(DecodeError::HeaderDigest { bhs: Box::new(*bhs) });
+        }
+        Ok(())
     }
 
     fn parse_header(&self, bhs: &Bhs, ahs: &[u8]) -> Result<Header, PduError> {
@@ -502,5 +582,39 @@ mod tests {
             "data segment points into the receive buffer"
         );
         assert_eq!(got, pdu);
+    }
+
+    #[test]
+    fn a_head_comes_before_its_data() {
+        let framing = Framing {
+            header_digest: true,
+            data_digest: false,
+            max_data_segment_len: 8192,
+        };
+        let (enc, dec) = both(framing);
+        let pdu = nop(b"hello");
+        let wire = enc.to_bytes(&pdu).unwrap();
+        assert_eq!(dec.head(&wire[..51]), None, "header digest not in yet");
+        let head = dec.head(&wire[..52]).expect("a head once the header is in");
+        assert_eq!(head.header, pdu.header);
+        assert_eq!((head.header_len, head.data_len, head.padding), (52, 5, 3));
+        assert_eq!(&wire[head.header_len..head.header_len + head.data_len], b"hello");
+
+        let mut corrupt = wire.to_vec();
+        corrupt[20] ^= 1;
+        assert_eq!(dec.head(&corrupt), None, "a bad header digest is decode's to report");
+        assert_eq!(dec.head(&enc.to_bytes(&nop(b"")).unwrap()), None, "no data segment");
+        let from_target = Decoder::new(Direction::FromTarget);
+        assert_eq!(from_target.head(&Encoder::new().to_bytes(&pdu).unwrap()), None);
+
+        let (enc, dec) = both(Framing {
+            data_digest: true,
+            ..framing
+        });
+        assert_eq!(
+            dec.head(&enc.to_bytes(&pdu).unwrap()),
+            None,
+            "data that must be checked"
+        );
     }
 }
