@@ -47,6 +47,13 @@ pub trait BlockDevice: Send + Sync + std::fmt::Debug + 'static {
         let size = u64::from(self.block_size()).saturating_mul(self.num_blocks());
         Ok((true, size.saturating_sub(offset)))
     }
+    /// The file whose bytes at an offset are the device's bytes at that
+    /// offset, read and written through the page cache: what data can be
+    /// spliced into and out of. `None` (the default) where IO must go
+    /// through this trait (O_DIRECT's aligned buffers, memory).
+    fn page_cache_file(&self) -> Option<&File> {
+        None
+    }
 }
 
 /// How to open a [`FileDevice`].
@@ -338,6 +345,10 @@ impl BlockDevice for FileDevice {
 
     fn flush(&self) -> io::Result<()> {
         self.file.sync_data()
+    }
+
+    fn page_cache_file(&self) -> Option<&File> {
+        (!self.direct).then_some(&self.file)
     }
 
     fn discard(&self, offset: u64, len: u64) -> io::Result<()> {

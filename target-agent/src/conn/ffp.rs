@@ -1,11 +1,12 @@
 //! The full feature phase of one connection: the reader's decisions.
 
 use super::ConnError;
-use super::command::{self, Job, JobContext, Unit};
+use super::command::{self, Job, JobContext, Placed, Traffic, Unit};
 use super::wire::{PduReader, PduWriter};
 use crate::lu::{Completion, Nexus};
 use crate::target::Target;
 use bytes::Bytes;
+use iscsi_proto::codec::Head;
 use iscsi_proto::discovery::{self, SendTargetsRequest, TargetRecord, TextResponseSequence};
 use iscsi_proto::login::LoginOutcome;
 use iscsi_proto::negotiate::{Negotiator, Role, SessionType};
@@ -20,7 +21,7 @@ use iscsi_proto::session::{Admission, CommandWindow, StatSnCounter, stamp};
 use iscsi_proto::text::{self, Pair, TextAccumulator};
 use iscsi_proto::transfer::WriteTransfer;
 use iscsi_proto::{CmdSn, Itt, Lun, StatSn, Ttt};
-use iscsi_wire::ReadError;
+use iscsi_wire::{Frame, PipePool, ReadError};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -34,10 +35,19 @@ use tracing::{debug, info, trace};
 /// refused before any buffer is allocated.
 const MAX_DATA_OUT: u32 = 32 << 20;
 
+/// Data segments at least this long are spliced from the socket into the
+/// backing file when their command's data can be placed there; shorter ones
+/// cost less through memory than a trip to the blocking pool.
+const SPLICE_MIN: usize = 64 * 1024;
+
+/// Pipes for READ data per connection (each holds one READ's data on its
+/// way from the page cache to the socket).
+const READ_PIPES: usize = 32;
+
 /// What the writer task sends.
 #[derive(Debug)]
 pub(crate) enum Out {
-    Pdu(Pdu),
+    Pdu(Header, iscsi_wire::Payload),
     /// Flush, close the socket and confirm.
     Close(oneshot::Sender<()>),
 }
@@ -101,6 +111,10 @@ struct Ffp {
     text_in: TextAccumulator,
     text_out: Option<TextResponseSequence>,
     portal: String,
+    /// Pipes for READ data, when it can go from the page cache to the
+    /// socket without passing through our memory.
+    pipes: Option<Arc<PipePool>>,
+    traffic: Arc<Traffic>,
 }
 
 /// Run the full feature phase until logout, a fatal error or `stop`.
@@ -123,7 +137,16 @@ pub(crate) async fn run(
         SocketAddr::V6(a) => format!("[{}]:{},{}", a.ip(), a.port(), target.login_config.portal_group_tag),
     };
     let nexus = Arc::new(Nexus::new(outcome.initiator_name.clone(), outcome.isid));
+    // Without a data digest, READ and WRITE data can skip our memory.
+    let zero_copy = outcome.session_type == SessionType::Normal
+        && !outcome.connection.send_framing().data_digest
+        && target.lu.device().page_cache_file().is_some();
+    if zero_copy {
+        reader.set_heads(SPLICE_MIN, target.options.nop_timeout);
+    }
     let mut ffp = Ffp {
+        pipes: zero_copy.then(|| PipePool::new(READ_PIPES)),
+        traffic: Arc::default(),
         target: target.clone(),
         outcome,
         nexus,
@@ -148,10 +171,14 @@ pub(crate) async fn run(
             None => last_heard + target.options.nop_interval,
         };
         tokio::select! {
-            pdu = reader.next() => match pdu {
-                Ok(pdu) => {
+            frame = reader.next_frame() => match frame {
+                Ok(frame) => {
                     last_heard = Instant::now();
-                    match ffp.handle(pdu).await {
+                    let handled = match frame {
+                        Frame::Pdu(pdu) => ffp.handle(pdu).await,
+                        Frame::Head(head) => ffp.handle_head(head, &mut reader).await,
+                    };
+                    match handled {
                         Ok(Flow::Continue) => {}
                         Ok(Flow::Stop) => break Ok(()),
                         Err(e) => break Err(e),
@@ -193,12 +220,12 @@ async fn write_loop(mut writer: PduWriter, mut rx: mpsc::Receiver<Out>, shared: 
         let mut next = Some(first_msg);
         while let Some(msg) = next.take() {
             match msg {
-                Out::Pdu(mut pdu) => {
+                Out::Pdu(mut header, data) => {
                     {
                         let window = shared.window();
-                        stamp(&mut pdu.header, &mut stat_sn, window.exp_cmd_sn(), window.max_cmd_sn());
+                        stamp(&mut header, &mut stat_sn, window.exp_cmd_sn(), window.max_cmd_sn());
                     }
-                    if let Err(e) = writer.queue(&pdu.header, pdu.data).await {
+                    if let Err(e) = writer.queue(&header, data).await {
                         debug!("writer stops: {e}");
                         return;
                     }
@@ -239,7 +266,7 @@ impl Ffp {
     async fn send(&self, pdu: Pdu) {
         // A closed channel means the writer died; the reader notices on its
         // next read.
-        let _ = self.out.send(Out::Pdu(pdu)).await;
+        let _ = self.out.send(Out::Pdu(pdu.header, pdu.data.into())).await;
     }
 
     async fn reject(&self, reason: RejectReason, bhs: Bytes) {
@@ -255,19 +282,23 @@ impl Ffp {
 
     /// Apply the CmdSN rules; `true` when the PDU is to be processed now.
     fn admit(&mut self, cmd_sn: CmdSn, immediate: bool, pdu: &Pdu) -> bool {
-        let admission = self.shared.window().admit(cmd_sn, immediate);
-        trace!(%cmd_sn, itt = %pdu.header.itt(), ?admission, "admit");
-        match admission {
+        match self.admission(cmd_sn, immediate, pdu.header.itt()) {
             Admission::Immediate | Admission::InOrder => true,
             Admission::Early => {
                 self.held.insert(cmd_sn.0, pdu.clone());
                 false
             }
-            Admission::Ignore => {
-                debug!(%cmd_sn, "command outside the window ignored");
-                false
-            }
+            Admission::Ignore => false,
         }
+    }
+
+    fn admission(&self, cmd_sn: CmdSn, immediate: bool, itt: Itt) -> Admission {
+        let admission = self.shared.window().admit(cmd_sn, immediate);
+        trace!(%cmd_sn, %itt, ?admission, "admit");
+        if admission == Admission::Ignore {
+            debug!(%cmd_sn, "command outside the window ignored");
+        }
+        admission
     }
 
     /// A non-command request that took a CmdSN is done.
@@ -281,7 +312,45 @@ impl Ffp {
         if self.handle_one(pdu).await? == Flow::Stop {
             return Ok(Flow::Stop);
         }
-        // Commands held for a gap may now be in order.
+        self.handle_held().await
+    }
+
+    /// A PDU whose data segment is still on the socket: a WRITE's data goes
+    /// straight to the disk where it can, anything else is read in whole.
+    async fn handle_head(&mut self, head: Head, reader: &mut PduReader) -> Result<Flow, ConnError> {
+        match &head.header {
+            Header::ScsiCommand(cmd) if !self.discovery() => {
+                let cmd = cmd.clone();
+                match self.admission(cmd.cmd_sn, cmd.immediate, cmd.itt) {
+                    Admission::Immediate | Admission::InOrder => {
+                        self.start_command(cmd, Incoming::Socket(head, reader)).await?;
+                    }
+                    Admission::Early => {
+                        let pdu = reader.read_segment(head).await?;
+                        self.held.insert(cmd.cmd_sn.0, pdu);
+                        return Ok(Flow::Continue);
+                    }
+                    Admission::Ignore => {
+                        reader.read_segment(head).await?;
+                        return Ok(Flow::Continue);
+                    }
+                }
+                self.handle_held().await
+            }
+            Header::DataOut(h) if !self.discovery() => {
+                let h = h.clone();
+                self.on_data_out(h, Incoming::Socket(head, reader)).await?;
+                Ok(Flow::Continue)
+            }
+            _ => {
+                let pdu = reader.read_segment(head).await?;
+                self.handle(pdu).await
+            }
+        }
+    }
+
+    /// Commands held for a gap may now be in order.
+    async fn handle_held(&mut self) -> Result<Flow, ConnError> {
         loop {
             let exp = self.shared.window().exp_cmd_sn();
             let Some(held) = self.held.remove(&exp.0) else {
@@ -298,10 +367,10 @@ impl Ffp {
             Header::ScsiCommand(cmd) if !self.discovery() => {
                 if self.admit(cmd.cmd_sn, cmd.immediate, &pdu) {
                     let cmd = cmd.clone();
-                    self.start_command(cmd, pdu.data).await;
+                    self.start_command(cmd, Incoming::Memory(pdu.data)).await?;
                 }
             }
-            Header::DataOut(h) if !self.discovery() => self.on_data_out(h.clone(), pdu.data).await,
+            Header::DataOut(h) if !self.discovery() => self.on_data_out(h.clone(), Incoming::Memory(pdu.data)).await?,
             Header::NopOut(h) => {
                 let h = h.clone();
                 if h.itt.is_reserved() {
@@ -371,6 +440,8 @@ impl Ffp {
             done: self.done_tx.clone(),
             max_segment: self.outcome.connection.max_send_data_segment_length,
             max_burst: self.outcome.session.max_burst_length,
+            pipes: self.pipes.clone(),
+            traffic: self.traffic.clone(),
         }
     }
 
@@ -380,13 +451,14 @@ impl Ffp {
         self.running.insert(itt, Running { fate, handle });
     }
 
-    async fn start_command(&mut self, cmd: ScsiCommand, data: Bytes) {
+    async fn start_command(&mut self, cmd: ScsiCommand, data: Incoming<'_>) -> Result<(), ConnError> {
         if self.receiving.contains_key(&cmd.itt) || self.running.contains_key(&cmd.itt) {
             // RFC 7143 11.17.1: a task tag already in use.
+            data.discard().await?;
             self.shared.complete_command();
             self.reject_pdu(RejectReason::TASK_IN_PROGRESS, &Header::ScsiCommand(cmd))
                 .await;
-            return;
+            return Ok(());
         }
         let unit = self.unit(cmd.lun);
         let cdb = cmd.full_cdb();
@@ -397,6 +469,7 @@ impl Ffp {
             nexus: self.nexus.clone(),
             cdb,
             data_out: Vec::new(),
+            placed: None,
             expected: cmd.expected_len,
             read: cmd.read,
             write_residual: Residual::None,
@@ -428,14 +501,14 @@ impl Ffp {
             needed = len;
             fitted = true;
         }
-        let has_data = cmd.write || !data.is_empty();
+        let has_data = cmd.write || data.len() > 0;
         if !has_data {
             if needed > 0 && job.answer.is_none() {
                 // The CDB wants data the initiator did not announce.
                 job.answer = plan.and_then(|p| p.check_expected_length(0).err());
             }
             self.launch(job);
-            return;
+            return Ok(());
         }
         if job.answer.is_none() && !fitted {
             job.answer = match plan {
@@ -453,11 +526,12 @@ impl Ffp {
         let transfer = match WriteTransfer::new(cmd.expected_len, len, cmd.final_, &self.outcome.session) {
             Ok(t) => t,
             Err(e) => {
+                data.discard().await?;
                 debug!(itt = %cmd.itt, "write refused: {e}");
                 // SPC-4: WRITE ERROR - UNEXPECTED UNSOLICITED DATA.
                 job.answer = Some(data_phase_error(AdditionalSense::new(0x0c, 0x0c)));
                 self.launch(job);
-                return;
+                return Ok(());
             }
         };
         if job.answer.is_none() && !fitted {
@@ -466,26 +540,84 @@ impl Ffp {
         let needed = usize::try_from(needed)
             .unwrap_or(usize::MAX)
             .min(cmd.expected_len as usize);
-        if job.answer.is_none() {
+        if let (Unit::Disk(lu), None, false) = (&job.unit, &job.answer, fitted) {
+            // A plain WRITE's data can go straight to the disk as it comes.
+            job.placed = lu
+                .placement(&self.nexus, &job.cdb)
+                .filter(|p| p.len == edtl)
+                .map(Placed::new);
+        }
+        if job.answer.is_none() && job.placed.is_none() {
             job.data_out.reserve_exact(needed);
         }
         let itt = cmd.itt;
-        let mut receiving = Receiving { job, transfer, needed };
-        receiving.take(&data);
-        self.receiving.insert(itt, receiving);
+        self.receiving.insert(itt, Receiving { job, transfer, needed });
+        self.take(itt, 0, data).await?;
         self.after_data(itt).await;
+        Ok(())
     }
 
-    async fn on_data_out(&mut self, header: DataOut, data: Bytes) {
+    /// Take a data segment for `itt`'s write, at `offset` in its data: onto
+    /// the disk for a placed write (spliced from the socket when it is still
+    /// there), into the command's buffer otherwise.
+    async fn take(&mut self, itt: Itt, offset: u32, data: Incoming<'_>) -> Result<(), ConnError> {
+        let lu = self.target.lu.clone();
+        let traffic = self.traffic.clone();
+        let Some(receiving) = self.receiving.get_mut(&itt) else {
+            return data.discard().await;
+        };
+        let placed = match (&mut receiving.job.placed, &receiving.job.answer) {
+            (Some(placed), None) => placed,
+            _ => {
+                let data = data.bytes().await?;
+                Traffic::add(&traffic.buffered_in, data.len());
+                receiving.take(&data);
+                return Ok(());
+            }
+        };
+        let offset = u64::from(offset);
+        match data {
+            Incoming::Socket(head, reader) => {
+                let at = placed.placement.offset + offset;
+                let failed = placed.error.is_some();
+                let written = reader
+                    .segment_into(&head, move |segment| {
+                        if failed {
+                            // Dropped: the command has failed already.
+                            return Ok(false);
+                        }
+                        lu.place(|file| segment.to_file(file, at).map(|()| true))
+                            .unwrap_or_else(|| Err(std::io::Error::other("the disk cannot take placed data")))
+                    })
+                    .await?;
+                match written {
+                    Ok(true) => Traffic::add(&traffic.spliced_in, head.data_len),
+                    Ok(false) => {}
+                    Err(e) => {
+                        placed.error.get_or_insert(e);
+                    }
+                }
+            }
+            Incoming::Memory(bytes) => {
+                Traffic::add(&traffic.buffered_in, bytes.len());
+                placed.pieces.push((offset, bytes));
+            }
+        }
+        Ok(())
+    }
+
+    async fn on_data_out(&mut self, header: DataOut, data: Incoming<'_>) -> Result<(), ConnError> {
         let Some(receiving) = self.receiving.get_mut(&header.itt) else {
+            data.discard().await?;
             if !self.aborted.contains(&header.itt) {
                 self.reject_pdu(RejectReason::INVALID_PDU_FIELD, &Header::DataOut(header))
                     .await;
             }
-            return;
+            return Ok(());
         };
         let len = u32::try_from(data.len()).unwrap_or(u32::MAX);
         if let Err(e) = receiving.transfer.on_data_out(&header, len) {
+            data.discard().await?;
             debug!(itt = %header.itt, "Data-Out refused: {e}");
             if let Some(mut failed) = self.receiving.remove(&header.itt) {
                 failed.job.answer = Some(data_phase_error(AdditionalSense::new(0x4b, 0x00)));
@@ -493,10 +625,11 @@ impl Ffp {
             }
             self.reject_pdu(RejectReason::PROTOCOL_ERROR, &Header::DataOut(header))
                 .await;
-            return;
+            return Ok(());
         }
-        receiving.take(&data);
+        self.take(header.itt, header.buffer_offset, data).await?;
         self.after_data(header.itt).await;
+        Ok(())
     }
 
     /// Run the command once all its data is in; otherwise ask for more.
@@ -779,6 +912,7 @@ impl Ffp {
             // SPC-2: the end of the I_T nexus releases its RESERVE.
             self.target.lu.nexus_lost(&self.nexus);
         }
+        self.traffic.report();
         let (tx, rx) = oneshot::channel();
         if self.out.send(Out::Close(tx)).await.is_ok() {
             let _ = tokio::time::timeout(Duration::from_secs(10), rx).await;
@@ -817,5 +951,33 @@ impl Receiving {
         }
         let room = self.needed.saturating_sub(self.job.data_out.len());
         self.job.data_out.extend_from_slice(&data[..data.len().min(room)]);
+    }
+}
+
+/// A data segment: in memory, or still on the socket behind its head.
+enum Incoming<'r> {
+    Memory(Bytes),
+    Socket(Head, &'r mut PduReader),
+}
+
+impl Incoming<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Self::Memory(bytes) => bytes.len(),
+            Self::Socket(head, _) => head.data_len,
+        }
+    }
+
+    /// The bytes, read in if they are still on the socket.
+    async fn bytes(self) -> Result<Bytes, ConnError> {
+        match self {
+            Self::Memory(bytes) => Ok(bytes),
+            Self::Socket(head, reader) => Ok(reader.read_segment(head).await?.data),
+        }
+    }
+
+    /// Take the segment off the stream and drop it.
+    async fn discard(self) -> Result<(), ConnError> {
+        self.bytes().await.map(drop)
     }
 }

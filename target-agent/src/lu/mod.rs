@@ -65,6 +65,7 @@ mod io;
 mod mode;
 mod provisioning;
 mod reservation;
+mod zero_copy;
 
 #[cfg(test)]
 mod io_tests;
@@ -80,6 +81,7 @@ mod tests;
 pub use buffers::BufferPool;
 pub use inquiry::{no_device_lun, report_luns};
 pub use reservation::Nexus;
+pub use zero_copy::{Placement, ReadRange};
 
 use crate::backend::BlockDevice;
 use iscsi_proto::scsi::{
