@@ -28,6 +28,27 @@ pub struct Login {
     pub timeout: Duration,
     /// What a session does when its connection breaks.
     pub recovery: Recovery,
+    /// Require CRC32C header digests.
+    pub header_digest: bool,
+    /// Require CRC32C data digests.
+    pub data_digest: bool,
+}
+
+impl Login {
+    /// The login of one session with `isid` to `target` (discovery without).
+    fn config(&self, target: Option<String>, isid: Isid) -> InitiatorConfig {
+        let mut config = InitiatorConfig::new(self.initiator_name.clone(), target, isid);
+        config.chap = self.chap.clone();
+        config.mutual = self.mutual.clone();
+        let crc32c = || vec!["CRC32C".to_owned()];
+        if self.header_digest {
+            config.prefs.header_digest = crc32c();
+        }
+        if self.data_digest {
+            config.prefs.data_digest = crc32c();
+        }
+        config
+    }
 }
 
 fn resolve(host: &str, port: u16) -> anyhow::Result<SocketAddr> {
@@ -54,9 +75,8 @@ pub async fn open_disk(url: &IscsiUrl, login: &Login, sessions: usize) -> anyhow
         .or_else(|| login.chap.clone());
     let mut opened = Vec::new();
     for _ in 0..sessions.max(1) {
-        let mut config = InitiatorConfig::new(login.initiator_name.clone(), Some(url.target.clone()), isid());
+        let mut config = login.config(Some(url.target.clone()), isid());
         config.chap = chap.clone();
-        config.mutual = login.mutual.clone();
         let session = Session::connect_with(addr, config, login.timeout, login.recovery).await?;
         opened.push(Arc::new(session));
     }
@@ -83,6 +103,8 @@ pub struct WriteSummary {
     pub target: String,
     pub image_bytes: u64,
     pub data_bytes: u64,
+    /// Data bytes sent straight from the image file.
+    pub stored_bytes: u64,
     pub zero_bytes: u64,
     pub seconds: f64,
     pub mib_per_second: f64,
@@ -99,6 +121,7 @@ impl WriteSummary {
             target: url.to_string(),
             image_bytes: report.image_bytes,
             data_bytes: report.data_bytes,
+            stored_bytes: report.stored_bytes,
             zero_bytes: report.zero_bytes,
             seconds,
             mib_per_second: if seconds > 0.0 {
@@ -266,10 +289,7 @@ async fn notify_retrying(host: &str, port: u16, timeout: Duration) -> anyhow::Re
 pub async fn discover(portal: &str, login: &Login) -> anyhow::Result<Vec<TargetRecord>> {
     let (host, port) = parse_portal(portal, 3260).map_err(|e| anyhow::anyhow!("invalid portal {portal:?}: {e}"))?;
     let addr = resolve(&host, port)?;
-    let mut config = InitiatorConfig::new(login.initiator_name.clone(), None, isid());
-    config.chap = login.chap.clone();
-    config.mutual = login.mutual.clone();
-    let session = Session::connect(addr, config, login.timeout).await?;
+    let session = Session::connect(addr, login.config(None, isid()), login.timeout).await?;
     let pairs = session.text(vec![Pair::new("SendTargets", "All")]).await?;
     let _ = session.logout().await;
     Ok(discovery::parse_answer(&pairs))

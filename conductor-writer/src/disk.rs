@@ -6,6 +6,7 @@ use bytes::Bytes;
 use iscsi_proto::Lun;
 use iscsi_proto::scsi::data::{BlockLimits, LogicalBlockProvisioning, ReadCapacity16Data};
 use iscsi_proto::scsi::{CdbSize, Command, ReadWrite, ScsiStatus, Sense, SenseKey, SyncRange};
+use iscsi_wire::Payload;
 use std::sync::Arc;
 use std::time::Duration;
 use tracing::debug;
@@ -182,12 +183,21 @@ impl Disk {
         Ok(())
     }
 
+    /// Whether write data may go from an image file straight into the
+    /// sockets: no session computes a data digest over it.
+    #[must_use]
+    pub fn zero_copy(&self) -> bool {
+        self.sessions
+            .iter()
+            .all(|s| !s.outcome().connection.send_framing().data_digest)
+    }
+
     /// Run `command` on the first session.
     pub async fn run(
         &self,
         what: &str,
         command: &Command,
-        data: Bytes,
+        data: impl Into<Payload>,
         read_len: u32,
     ) -> Result<Completion, DiskError> {
         self.run_on(0, what, command, data, read_len).await
@@ -202,9 +212,10 @@ impl Disk {
         n: usize,
         what: &str,
         command: &Command,
-        data: Bytes,
+        data: impl Into<Payload>,
         read_len: u32,
     ) -> Result<Completion, DiskError> {
+        let data = data.into();
         let session = &self.sessions[n % self.sessions.len()];
         let cdb = command.build();
         let mut delay = Duration::from_millis(5);

@@ -61,6 +61,14 @@ struct LoginArgs {
     /// connection counts as broken (it is pinged first).
     #[arg(long, default_value_t = 20)]
     dead_after: u64,
+    /// Require CRC32C header digests (every PDU header checked end to end).
+    #[arg(long)]
+    header_digest: bool,
+    /// Require CRC32C data digests (every data segment checked end to end;
+    /// data then passes through memory instead of going straight from the
+    /// image file to the socket).
+    #[arg(long)]
+    data_digest: bool,
 }
 
 impl LoginArgs {
@@ -77,6 +85,8 @@ impl LoginArgs {
                 ping_after: Duration::from_secs((self.dead_after / 4).max(1)),
                 dead_after: Duration::from_secs(self.dead_after.max(2)),
             },
+            header_digest: self.header_digest,
+            data_digest: self.data_digest,
         }
     }
 }

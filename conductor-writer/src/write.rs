@@ -6,6 +6,7 @@ use crate::disk::{Disk, DiskError};
 use crate::source::{Chunk, Source, SourceError};
 use bytes::{Bytes, BytesMut};
 use iscsi_proto::scsi::{AdditionalSense, CdbSize, Command, ReadWrite, WriteSame};
+use iscsi_wire::Payload;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -37,6 +38,9 @@ pub struct Report {
     pub image_bytes: u64,
     /// Bytes sent as data.
     pub data_bytes: u64,
+    /// Of those, bytes sent straight from the image file (no copy through
+    /// memory).
+    pub stored_bytes: u64,
     /// Bytes zeroed without sending data (WRITE SAME or skipped).
     pub zero_bytes: u64,
     pub elapsed: Duration,
@@ -67,7 +71,7 @@ pub enum WriteError {
 /// One command's worth of the image.
 #[derive(Debug)]
 enum Piece {
-    Data { lba: u64, data: Bytes },
+    Data { lba: u64, data: Payload },
     Zero { lba: u64, blocks: u64 },
 }
 
@@ -92,7 +96,7 @@ pub async fn write_image(
 /// and the end of the disk: checked before anything is written.
 pub async fn write_at(
     disk: &Disk,
-    source: Box<dyn Source>,
+    mut source: Box<dyn Source>,
     offset: u64,
     options: &WriteOptions,
     mut progress: impl FnMut(Progress),
@@ -112,6 +116,10 @@ pub async fn write_at(
         return Err(WriteError::Unaligned { offset, block });
     }
     let per_command = geometry.io_bytes(options.max_io);
+    if disk.zero_copy() {
+        // Stored data goes from the image file to the sockets untouched.
+        source.offer_stored();
+    }
     // Read the image on a blocking thread, a bounded distance ahead.
     let (tx, mut rx) = mpsc::channel::<Result<Piece, WriteError>>(options.queue_depth.max(1) * 2);
     let base_lba = offset / block;
@@ -133,9 +141,12 @@ pub async fn write_at(
     let mut write_same_works = true;
     while let Some(piece) = rx.recv().await {
         let piece = piece?;
-        let jobs: Vec<(Command, Bytes, u64, bool)> = match piece {
+        let jobs: Vec<(Command, Payload, u64, bool)> = match piece {
             Piece::Data { lba, data } => {
                 report.data_bytes += data.len() as u64;
+                if matches!(data, Payload::File(_)) {
+                    report.stored_bytes += data.len() as u64;
+                }
                 let blocks = u32::try_from(data.len() as u64 / block).unwrap_or(u32::MAX);
                 let len = data.len() as u64;
                 vec![(
@@ -170,7 +181,7 @@ pub async fn write_at(
                         ndob: false,
                         size: CdbSize::Sixteen,
                     };
-                    jobs.push((Command::WriteSame(same), zero_block.clone(), n * block, true));
+                    jobs.push((Command::WriteSame(same), zero_block.clone().into(), n * block, true));
                     at += n;
                 }
                 jobs
@@ -216,26 +227,20 @@ fn read_pieces(
         let piece = match source.next_chunk(max) {
             Ok(None) => return,
             Err(e) => Err(WriteError::Source(e)),
-            Ok(Some(Chunk::Data { offset, data })) => {
-                if !offset.is_multiple_of(block) {
-                    Err(WriteError::Unaligned { offset, block })
-                } else {
-                    // Only the image's last chunk can end inside a block:
-                    // pad it with zeroes.
-                    let padded = (data.len() as u64).div_ceil(block) * block;
-                    let data = if padded == data.len() as u64 {
-                        data
-                    } else {
-                        let mut buf = BytesMut::from(&data[..]);
-                        buf.resize(usize::try_from(padded).unwrap_or(usize::MAX), 0);
-                        buf.freeze()
-                    };
-                    Ok(Piece::Data {
-                        lba: base_lba + offset / block,
-                        data,
-                    })
-                }
+            Ok(Some(Chunk::Stored { offset, range }))
+                if offset.is_multiple_of(block) && (range.len() as u64).is_multiple_of(block) =>
+            {
+                Ok(Piece::Data {
+                    lba: base_lba + offset / block,
+                    data: range.into(),
+                })
             }
+            // The image's last, partial block: read, to be padded.
+            Ok(Some(Chunk::Stored { offset, range })) => match range.read() {
+                Ok(data) => data_piece(offset, data, block, base_lba),
+                Err(e) => Err(WriteError::Internal(format!("reading the image at byte {offset}: {e}"))),
+            },
+            Ok(Some(Chunk::Data { offset, data })) => data_piece(offset, data, block, base_lba),
             Ok(Some(Chunk::Zero { offset, len })) => {
                 let first = offset.div_ceil(block);
                 let end = (offset + len).div_ceil(block);
@@ -256,6 +261,26 @@ fn read_pieces(
     }
 }
 
+/// A piece of data in memory at image `offset`; only the image's last chunk
+/// can end inside a block, and it is padded with zeroes.
+fn data_piece(offset: u64, data: Bytes, block: u64, base_lba: u64) -> Result<Piece, WriteError> {
+    if !offset.is_multiple_of(block) {
+        return Err(WriteError::Unaligned { offset, block });
+    }
+    let padded = (data.len() as u64).div_ceil(block) * block;
+    let data = if padded == data.len() as u64 {
+        data
+    } else {
+        let mut buf = BytesMut::from(&data[..]);
+        buf.resize(usize::try_from(padded).unwrap_or(usize::MAX), 0);
+        buf.freeze()
+    };
+    Ok(Piece::Data {
+        lba: base_lba + offset / block,
+        data: data.into(),
+    })
+}
+
 /// Run one piece; a zeroing command the disk does not know falls back to
 /// writing zeroes as data. Returns the bytes done and whether WRITE SAME is
 /// known not to work.
@@ -263,7 +288,7 @@ async fn submit(
     disk: &Disk,
     session: usize,
     command: Command,
-    data: Bytes,
+    data: Payload,
     bytes: u64,
     zeroing: bool,
     fallback: bool,
@@ -364,6 +389,11 @@ pub async fn verify_image(
         let (start, len) = (chunk.offset(), chunk.len());
         let expected = match chunk {
             Chunk::Data { data, .. } => Some(data),
+            Chunk::Stored { offset, range } => Some(
+                range
+                    .read()
+                    .map_err(|e| WriteError::Internal(format!("reading the image at {offset}: {e}")))?,
+            ),
             Chunk::Zero { .. } => None,
         };
         let mut at = start;

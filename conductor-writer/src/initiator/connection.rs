@@ -14,6 +14,7 @@ use iscsi_proto::session::{CommandSequencer, ExpStatSn};
 use iscsi_proto::text::{self, Pair};
 use iscsi_proto::transfer::{WritePlan, data_out_sequence};
 use iscsi_proto::{DataSn, Itt, Lun, Ttt};
+use iscsi_wire::Payload;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,7 +38,7 @@ pub(crate) enum RequestKind {
     Scsi {
         lun: Lun,
         cdb: Vec<u8>,
-        data_out: Bytes,
+        data_out: Payload,
         read_len: u32,
     },
     Text(Vec<Pair>),
@@ -79,7 +80,7 @@ type Responder = oneshot::Sender<Result<Reply, SessionError>>;
 enum Task {
     Scsi {
         lun: Lun,
-        data_out: Bytes,
+        data_out: Payload,
         read: Vec<u8>,
         reply: Responder,
     },
@@ -320,7 +321,7 @@ impl State {
                     bidi_read_len: None,
                 };
                 header.set_cdb(&cdb);
-                let immediate = data_out.slice(..plan.immediate as usize);
+                let immediate = data_out.slice(0..plan.immediate as usize);
                 // Registered before it is sent: if sending fails or stalls,
                 // the caller hears why when the connection's tasks fail.
                 self.tasks.insert(

@@ -14,12 +14,12 @@ mod wire;
 
 pub use connection::Completion;
 
-use bytes::Bytes;
 use connection::{Reply, Request, RequestKind};
 use iscsi_proto::login::{InitiatorConfig, InitiatorLogin, InitiatorStep, LoginError, LoginOutcome};
 use iscsi_proto::pdu::{LogoutResponseCode, TaskFunction, TmfResponse};
 use iscsi_proto::text::Pair;
 use iscsi_proto::{Itt, Lun};
+use iscsi_wire::Payload;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -300,14 +300,14 @@ impl Session {
         &self,
         lun: Lun,
         cdb: &[u8],
-        data_out: Bytes,
+        data_out: impl Into<Payload>,
         read_len: u32,
     ) -> Result<Completion, SessionError> {
         match self
             .call(RequestKind::Scsi {
                 lun,
                 cdb: cdb.to_vec(),
-                data_out,
+                data_out: data_out.into(),
                 read_len,
             })
             .await?

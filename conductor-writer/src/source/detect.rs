@@ -19,7 +19,8 @@ pub(crate) const QCOW_MAGIC: [u8; 4] = *b"QFI\xfb";
 /// An opened image file and what it is.
 #[derive(Debug)]
 pub(crate) struct ImageFile {
-    pub(crate) file: File,
+    /// Shared with the chunks that send stored data straight from it.
+    pub(crate) file: std::sync::Arc<File>,
     pub(crate) path: PathBuf,
     /// Size in bytes when opened.
     pub(crate) size: u64,
@@ -47,7 +48,7 @@ impl ImageFile {
             });
         }
         let mut image = ImageFile {
-            file,
+            file: file.into(),
             path: path.to_path_buf(),
             size: 0,
             block_device: file_type.is_block_device(),

@@ -10,6 +10,7 @@
 //! - [`raw`]: raw files and block devices; holes via `SEEK_DATA`/`SEEK_HOLE`.
 //! - [`qcow2`], [`qcow2_header`]: qcow2 v2/v3 via imago, with our own header checks and
 //!   backing-chain walk.
+//! - [`mapped`]: stored data scanned through a memory mapping (the crate's one `unsafe`).
 //! - [`memory`]: bytes in memory and runs of zeroes (partition tables, wiped metadata).
 //! - [`checksum`]: `sha256:`/`md5:` digests of the image file as stored.
 //! - [`error`]: [`SourceError`], one user-facing message per failure.
@@ -17,6 +18,7 @@
 mod checksum;
 mod detect;
 mod error;
+mod mapped;
 mod memory;
 mod qcow2;
 mod qcow2_header;
@@ -39,6 +41,9 @@ use detect::{Detected, ImageFile, detect};
 pub enum Chunk {
     /// Image bytes to send.
     Data { offset: u64, data: bytes::Bytes },
+    /// Image bytes stored as they are in a file, to be sent from there (only from a source
+    /// asked to [`Source::offer_stored`]).
+    Stored { offset: u64, range: iscsi_wire::FileRange },
     /// A run that reads as zeroes: never read from disk if the format says so, never sent as data.
     Zero { offset: u64, len: u64 },
 }
@@ -47,7 +52,7 @@ impl Chunk {
     /// Where the chunk starts in the image.
     pub fn offset(&self) -> u64 {
         match self {
-            Chunk::Data { offset, .. } | Chunk::Zero { offset, .. } => *offset,
+            Chunk::Data { offset, .. } | Chunk::Stored { offset, .. } | Chunk::Zero { offset, .. } => *offset,
         }
     }
 
@@ -55,6 +60,7 @@ impl Chunk {
     pub fn len(&self) -> u64 {
         match self {
             Chunk::Data { data, .. } => data.len() as u64,
+            Chunk::Stored { range, .. } => range.len() as u64,
             Chunk::Zero { len, .. } => *len,
         }
     }
@@ -86,6 +92,11 @@ pub trait Source: Send + fmt::Debug {
     ///
     /// An upper bound: allocated bytes that turn out to be zeroes are reported as Zero.
     fn data_hint(&self) -> Option<u64>;
+
+    /// From now on, report data that the image stores as it is (a raw file, uncompressed qcow2
+    /// clusters of an image without a backing file) as [`Chunk::Stored`], for a writer that
+    /// sends it straight from the file. Sources that have no such data ignore this.
+    fn offer_stored(&mut self) {}
 }
 
 /// Image formats that can be read.

@@ -23,7 +23,7 @@ use imago::{DenyImplicitOpenGate, FormatAccess, FormatDriverBuilder, Mapping, St
 use super::detect::{Detected, ImageFile, detect};
 use super::error::SourceError;
 use super::qcow2_header::{Qcow2Header, read_header};
-use super::scan::{Chunker, Extent, ExtentMap};
+use super::scan::{Chunker, Extent, ExtentMap, Stored};
 use super::{Chunk, Format, Source};
 
 /// Longest backing chain accepted (QEMU has no fixed limit; real chains are short).
@@ -45,6 +45,8 @@ pub(crate) struct Qcow2Extents {
     /// The top image file, to notice it changing under us.
     top: ImageFile,
     size: u64,
+    /// The image has backing files.
+    backed: bool,
 }
 
 /// One backing file.
@@ -65,6 +67,7 @@ impl Qcow2Source {
         }
         let size = header.size;
         let (top, backing_chain) = walk_chain(top, header)?;
+        let backed = !backing_chain.is_empty();
         // Open from the bottom up, each layer on top of the one below it.
         let mut lower: Option<FormatAccess<ImagoFile>> = None;
         for layer in backing_chain.into_iter().rev() {
@@ -76,7 +79,12 @@ impl Qcow2Source {
         }
         let access = open_layer(&top, true, lower)?;
         tracing::debug!(path = %top.path.display(), size, "opened qcow2 image");
-        let mut extents = Qcow2Extents { access, top, size };
+        let mut extents = Qcow2Extents {
+            access,
+            top,
+            size,
+            backed,
+        };
         let data_hint = extents.data_bytes();
         Ok(Qcow2Source {
             chunker: Chunker::new(extents, size, granule),
@@ -105,6 +113,12 @@ impl Source for Qcow2Source {
 
     fn data_hint(&self) -> Option<u64> {
         self.data_hint
+    }
+
+    fn offer_stored(&mut self) {
+        // Raw clusters are found in the top file only: with backing files, a mapping's
+        // storage may be any layer.
+        self.chunker.offer_stored = !self.chunker.map.backed;
     }
 }
 
@@ -270,5 +284,26 @@ impl ExtentMap for Qcow2Extents {
 
     fn finish(&mut self) -> Result<(), SourceError> {
         self.top.check_unchanged()
+    }
+
+    fn stored_at(&mut self, offset: u64) -> Result<Option<Stored>, SourceError> {
+        self.top.check_unchanged()?;
+        if self.backed {
+            return Ok(None);
+        }
+        let path = &self.top.path;
+        let (mapping, len) = self
+            .access
+            .get_mapping(offset, self.size - offset)
+            .map_err(|e| imago_error(path, Some(offset), e))?;
+        Ok(match mapping {
+            // `extent_at` checked that the run lies inside the file.
+            Mapping::Raw { offset: host, .. } if len > 0 => Some(Stored {
+                file: self.top.file.clone(),
+                host,
+                len,
+            }),
+            _ => None,
+        })
     }
 }

@@ -9,7 +9,7 @@ use nix::unistd::{Whence, lseek};
 
 use super::detect::ImageFile;
 use super::error::SourceError;
-use super::scan::{Chunker, Extent, ExtentMap};
+use super::scan::{Chunker, Extent, ExtentMap, Stored};
 use super::{Chunk, Format, Source};
 
 /// Above this many data extents, the data hint is not worth the `lseek` calls.
@@ -69,6 +69,10 @@ impl Source for RawSource {
 
     fn data_hint(&self) -> Option<u64> {
         self.data_hint
+    }
+
+    fn offer_stored(&mut self) {
+        self.chunker.offer_stored = true;
     }
 }
 
@@ -156,5 +160,14 @@ impl ExtentMap for RawExtents {
 
     fn finish(&mut self) -> Result<(), SourceError> {
         self.image.check_unchanged()
+    }
+
+    fn stored_at(&mut self, offset: u64) -> Result<Option<Stored>, SourceError> {
+        self.image.check_unchanged()?;
+        Ok(Some(Stored {
+            file: self.image.file.clone(),
+            host: offset,
+            len: self.image.size.saturating_sub(offset),
+        }))
     }
 }

@@ -7,11 +7,20 @@
 //! crosses the wire as data.
 //!
 //! Every chunk starts on a granule boundary; only the last granule of the image may be short.
+//!
+//! Data the format stores as it is (a raw file, an uncompressed qcow2 cluster) can instead be
+//! scanned through a memory mapping and reported as [`Chunk::Stored`], for a writer that sends it
+//! straight from the file (see [`super::Source::offer_stored`]).
+
+use std::fs::File;
+use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
+use iscsi_wire::FileRange;
 
 use super::Chunk;
 use super::error::SourceError;
+use super::mapped::Mapped;
 
 /// What a format knows about a range without reading it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -20,6 +29,14 @@ pub(crate) enum Extent {
     Zero,
     /// Must be read (and may still turn out to be zeroes).
     Data,
+}
+
+/// Where image bytes are stored as they are: `len` bytes of `file` from `host`.
+#[derive(Debug)]
+pub(crate) struct Stored {
+    pub(crate) file: Arc<File>,
+    pub(crate) host: u64,
+    pub(crate) len: u64,
 }
 
 /// The format-specific half of a source: where the data is, and how to read it.
@@ -33,6 +50,61 @@ pub(crate) trait ExtentMap: std::fmt::Debug {
 
     /// Called once the last chunk has been produced: fail if the image changed meanwhile.
     fn finish(&mut self) -> Result<(), SourceError>;
+
+    /// Where the image's bytes from `offset` (inside a data extent) are stored as they are, if
+    /// they are: a file, the offset in it, and for how many bytes. `None` (the default) where
+    /// they must be read through the format. Fails if the image changed since it was opened.
+    fn stored_at(&mut self, _offset: u64) -> Result<Option<Stored>, SourceError> {
+        Ok(None)
+    }
+}
+
+/// Image bytes from the chunker's position on, read or mapped, not yet reported.
+#[derive(Debug, Default)]
+enum Window {
+    #[default]
+    Empty,
+    Read(Bytes),
+    /// Stored in `file` from `host` (the mapping's first byte); `used` bytes already reported.
+    Stored {
+        map: Mapped,
+        file: Arc<File>,
+        host: u64,
+        used: usize,
+    },
+}
+
+impl Window {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Window::Empty => &[],
+            Window::Read(bytes) => bytes,
+            Window::Stored { map, used, .. } => &map.bytes()[*used..],
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.bytes().is_empty()
+    }
+
+    /// Report the next `len` bytes, which start at image `offset`.
+    fn take(&mut self, offset: u64, len: usize) -> Chunk {
+        match self {
+            Window::Empty => Chunk::Data {
+                offset,
+                data: Bytes::new(),
+            },
+            Window::Read(bytes) => Chunk::Data {
+                offset,
+                data: bytes.split_to(len),
+            },
+            Window::Stored { file, host, used, .. } => {
+                let range = FileRange::new(file.clone(), *host + *used as u64, len);
+                *used += len;
+                Chunk::Stored { offset, range }
+            }
+        }
+    }
 }
 
 /// True if every byte of `buf` is zero.
@@ -63,12 +135,14 @@ pub(crate) struct Chunker<M> {
     granule: u64,
     /// Next offset to report; a multiple of `granule` or `size`.
     pos: u64,
-    /// Bytes already read starting at `pos`, not yet reported.
-    pending: Bytes,
+    /// Bytes already read or mapped starting at `pos`, not yet reported.
+    pending: Window,
     /// Bytes read from the image so far (for tests and summaries).
     pub(crate) bytes_read: u64,
     /// Report zero granules inside data as [`Chunk::Zero`] (else only what the format knows).
     pub(crate) scan_zeroes: bool,
+    /// Report stored data as [`Chunk::Stored`].
+    pub(crate) offer_stored: bool,
     finished: bool,
 }
 
@@ -80,9 +154,10 @@ impl<M: ExtentMap> Chunker<M> {
             size,
             granule,
             pos: 0,
-            pending: Bytes::new(),
+            pending: Window::Empty,
             bytes_read: 0,
             scan_zeroes: true,
+            offer_stored: false,
             finished: false,
         }
     }
@@ -119,7 +194,7 @@ impl<M: ExtentMap> Chunker<M> {
                     break;
                 }
                 self.fill(window)?;
-                read_this_call += self.pending.len() as u64;
+                read_this_call += self.pending.bytes().len() as u64;
             }
             // `pending` starts at `pos`: take its leading zero granules into the zero run.
             let zeroes = if self.scan_zeroes {
@@ -128,7 +203,7 @@ impl<M: ExtentMap> Chunker<M> {
                 0
             };
             if zeroes > 0 {
-                let _ = self.pending.split_to(zeroes);
+                let _ = self.pending.take(self.pos, zeroes);
                 self.pos += zeroes as u64;
             }
             if !self.pending.is_empty() {
@@ -144,11 +219,11 @@ impl<M: ExtentMap> Chunker<M> {
         let len = if self.scan_zeroes {
             self.leading_granules(false)
         } else {
-            self.pending.len()
+            self.pending.bytes().len()
         };
-        let data = self.pending.split_to(len);
+        let chunk = self.pending.take(start, len);
         self.pos += len as u64;
-        Ok(Some(Chunk::Data { offset: start, data }))
+        Ok(Some(chunk))
     }
 
     /// End of the run of whole granules from `offset` that the format says read as zeroes
@@ -187,11 +262,50 @@ impl<M: ExtentMap> Chunker<M> {
         let len = usize::try_from(end - self.pos).map_err(|_| SourceError::InvalidOptions {
             reason: "read window does not fit in memory".into(),
         })?;
+        if self.offer_stored && self.map_stored(len)? {
+            return Ok(());
+        }
         let mut buf = BytesMut::zeroed(len);
         self.map.read_at(self.pos, &mut buf)?;
         self.bytes_read += len as u64;
-        self.pending = buf.freeze();
+        self.pending = Window::Read(buf.freeze());
         Ok(())
+    }
+
+    /// Map the data at `pos`, at most `len` bytes of it, if the format stores it as it is in
+    /// whole granules; false when it must be read instead.
+    fn map_stored(&mut self, len: usize) -> Result<bool, SourceError> {
+        let Some(stored) = self.map.stored_at(self.pos)? else {
+            return Ok(false);
+        };
+        let run = stored.len.min(len as u64);
+        // A run that ends inside a granule (other than the image's last) is read instead, so
+        // that every chunk still starts on a granule boundary.
+        let len = if self.pos + run == self.size {
+            run
+        } else {
+            run - run % self.granule
+        };
+        let Ok(len @ 1..) = usize::try_from(len) else {
+            return Ok(false);
+        };
+        match Mapped::map(&stored.file, stored.host, len) {
+            Ok(map) => {
+                self.bytes_read += len as u64;
+                self.pending = Window::Stored {
+                    map,
+                    file: stored.file,
+                    host: stored.host,
+                    used: 0,
+                };
+                Ok(true)
+            }
+            Err(e) => {
+                tracing::debug!("cannot map the image ({e}): reading it instead");
+                self.offer_stored = false;
+                Ok(false)
+            }
+        }
     }
 
     /// True if `[start, end)` contains a whole aligned granule.
@@ -205,6 +319,7 @@ impl<M: ExtentMap> Chunker<M> {
     fn leading_granules(&self, zero: bool) -> usize {
         let granule = usize::try_from(self.granule).unwrap_or(usize::MAX);
         self.pending
+            .bytes()
             .chunks(granule)
             .take_while(|g| is_zero(g) == zero)
             .map(<[u8]>::len)

@@ -80,6 +80,8 @@ pub(super) struct Pass {
     pub(super) chunks: usize,
     pub(super) data_chunks: usize,
     pub(super) data_bytes: u64,
+    /// Of those, bytes reported as stored in a file.
+    pub(super) stored_bytes: u64,
     pub(super) zero_bytes: u64,
 }
 
@@ -108,8 +110,15 @@ pub(super) fn check_pass(source: &mut dyn Source, max: usize, granule: u64, expe
             end.is_multiple_of(granule) || end == size,
             "chunk end {end} is not granule-aligned"
         );
-        match &chunk {
-            Chunk::Data { data, .. } => {
+        let stored = match &chunk {
+            Chunk::Stored { range, .. } => Some(range.read().expect("read a stored range")),
+            _ => None,
+        };
+        if stored.is_some() {
+            pass.stored_bytes += len;
+        }
+        match (&chunk, &stored) {
+            (Chunk::Data { data, .. }, _) | (Chunk::Stored { .. }, Some(data)) => {
                 assert!(len <= max_data, "data chunk of {len} > {max_data}");
                 for (i, g) in data.chunks(granule as usize).enumerate() {
                     assert!(!is_zero(g), "zero granule inside data at {}", pos + i as u64 * granule);
@@ -120,10 +129,11 @@ pub(super) fn check_pass(source: &mut dyn Source, max: usize, granule: u64, expe
                 pass.data_chunks += 1;
                 pass.data_bytes += len;
             }
-            Chunk::Zero { .. } => {
+            (Chunk::Zero { .. }, _) => {
                 assert_zero(&expected, pos, len);
                 pass.zero_bytes += len;
             }
+            (Chunk::Stored { .. }, None) => unreachable!("read above"),
         }
         pass.chunks += 1;
         pos = end;

@@ -30,7 +30,15 @@ fn check_image(image: &Path) -> super::Pass {
         };
         let mut source = open(image, &options).expect("open");
         assert_eq!(source.format(), Format::Qcow2);
-        check_pass(source.as_mut(), max, u64::from(granule), &expected);
+        let pass = check_pass(source.as_mut(), max, u64::from(granule), &expected);
+        // Offered, stored clusters come from the file; the chunks cover the same.
+        let mut stored = open(image, &options).expect("open");
+        stored.offer_stored();
+        let from_file = check_pass(stored.as_mut(), max, u64::from(granule), &expected);
+        assert_eq!(
+            (from_file.data_bytes, from_file.zero_bytes),
+            (pass.data_bytes, pass.zero_bytes)
+        );
     }
     let mut source = open(image, &options()).expect("open");
     check_pass(source.as_mut(), MIB as usize, 4096, &expected)

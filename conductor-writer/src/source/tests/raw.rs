@@ -52,6 +52,16 @@ fn sparse_file_matches_qemu_img_at_every_granularity_and_max() {
             let mut source = open(&path, &options(granule)).expect("open");
             assert_eq!((source.size(), source.format()), (size, Format::Raw));
             let pass = check_pass(source.as_mut(), max, u64::from(granule), &expected);
+            assert_eq!(pass.stored_bytes, 0, "stored data only when offered");
+            // The same chunks with stored data offered: all data comes from the file.
+            let mut stored = open(&path, &options(granule)).expect("open");
+            stored.offer_stored();
+            let from_file = check_pass(stored.as_mut(), max, u64::from(granule), &expected);
+            assert_eq!(
+                (from_file.data_bytes, from_file.zero_bytes, from_file.stored_bytes),
+                (pass.data_bytes, pass.zero_bytes, pass.data_bytes),
+                "g={granule}, max={max}"
+            );
             assert!(
                 pass.zero_bytes > 9 * MIB,
                 "holes and written zeroes are Zero (g={granule}, max={max})"
