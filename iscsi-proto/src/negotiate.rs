@@ -98,9 +98,9 @@ impl Default for Preferences {
         Self {
             header_digest: vec!["None".into(), "CRC32C".into()],
             data_digest: vec!["None".into(), "CRC32C".into()],
-            max_recv_data_segment_length: 256 * 1024,
+            max_recv_data_segment_length: 1 << 20,
             max_burst_length: 16 * 1024 * 1024 - 1,
-            first_burst_length: 256 * 1024,
+            first_burst_length: 1 << 20,
             initial_r2t: false,
             immediate_data: true,
             max_outstanding_r2t: 8,
@@ -558,13 +558,13 @@ mod tests {
         assert_eq!(reply(&replies, "X-com.example.Foo"), Some("NotUnderstood"));
         assert_eq!(reply(&replies, "OFMarker"), Some("Reject"));
         let declared = target.offers(OP);
-        assert_eq!(declared, pairs(&[("MaxRecvDataSegmentLength", "262144")]));
+        assert_eq!(declared, pairs(&[("MaxRecvDataSegmentLength", "1048576")]));
         let (session, conn) = target.finish();
         assert!(session.initial_r2t && !session.immediate_data);
-        assert_eq!(session.first_burst_length, 262_144);
+        assert_eq!(session.first_burst_length, 262_144, "min with our 1 MiB");
         assert!(conn.header_digest && !conn.data_digest);
         assert_eq!(conn.max_send_data_segment_length, 8192);
-        assert_eq!(conn.max_recv_data_segment_length, 262_144);
+        assert_eq!(conn.max_recv_data_segment_length, 1 << 20);
     }
 
     #[test]

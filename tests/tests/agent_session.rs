@@ -74,7 +74,7 @@ fn write_read_compare(session: &mut Session, disk: &NamedTempFile, start: u64, s
         let done = command(session, Command::Write(ReadWrite::new(lba, blocks)), &data, 0);
         assert_eq!(done.status, ScsiStatus::GOOD, "write {len}: {:?}", done.sense);
         let back = command(session, Command::Read(ReadWrite::new(lba, blocks)), &[], len as u32);
-        assert_eq!(back.status, ScsiStatus::GOOD);
+        assert_eq!(back.status, ScsiStatus::GOOD, "read {len}: {:?}", back.sense);
         assert!(back.data == data, "read back of {len} bytes at LBA {lba} differs");
         lba += u64::from(blocks);
     }
@@ -162,7 +162,8 @@ fn conservative_settings_use_r2t_for_everything() {
     assert!(s.initial_r2t && !s.immediate_data);
     assert_eq!((s.max_burst_length, s.max_outstanding_r2t), (65536, 1));
     assert_eq!(
-        session.outcome.connection.max_send_data_segment_length, 262_144,
+        session.outcome.connection.max_send_data_segment_length,
+        1 << 20,
         "the target's own declaration"
     );
     write_read_compare(&mut session, &disk, 100, 2);
