@@ -17,6 +17,9 @@ use super::nodes::NodeSpec;
 /// Ironic's provision states, the subset this service goes through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub enum ProvisionState {
+    /// Torn down (`deleted`): no deploy expected, callbacks refused.
+    #[serde(rename = "available")]
+    Available,
     #[serde(rename = "wait call-back")]
     WaitCallBack,
     #[serde(rename = "deploying")]
@@ -28,10 +31,17 @@ pub enum ProvisionState {
 }
 
 impl ProvisionState {
-    const ALL: [Self; 4] = [Self::WaitCallBack, Self::Deploying, Self::Active, Self::DeployFailed];
+    pub const ALL: [Self; 5] = [
+        Self::Available,
+        Self::WaitCallBack,
+        Self::Deploying,
+        Self::Active,
+        Self::DeployFailed,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
+            Self::Available => "available",
             Self::WaitCallBack => "wait call-back",
             Self::Deploying => "deploying",
             Self::Active => "active",
@@ -67,6 +77,18 @@ pub struct NodeRow {
     pub updated_at: String,
     /// Unix seconds when the current state began (for timeouts).
     pub state_since: f64,
+    /// Whether a provision request gave a config drive for the next deploys.
+    pub has_configdrive: bool,
+}
+
+/// What a provision request does to the config drive the node's deploys use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConfigDriveChange<'a> {
+    Keep,
+    /// A URL, or a gzipped, base64-encoded image, already checked.
+    Set(&'a str),
+    /// Back to the nodes file's (a torn-down node forgets its instance).
+    Clear,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -111,9 +133,11 @@ pub enum StoreError {
     UnknownNode(String),
     #[error("deploy {0} does not exist or is already finished")]
     DeployNotOpen(i64),
+    #[error("node {uuid} is in state {}", state.as_str())]
+    NotInState { uuid: String, state: ProvisionState },
 }
 
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 const SCHEMA: &str = "
 CREATE TABLE nodes (uuid TEXT PRIMARY KEY NOT NULL, name TEXT, provision_state TEXT NOT NULL, last_error TEXT,
     created_at REAL NOT NULL, updated_at REAL NOT NULL, state_since REAL NOT NULL);
@@ -127,7 +151,10 @@ CREATE TABLE deploys (id INTEGER PRIMARY KEY, uuid TEXT NOT NULL REFERENCES node
 CREATE INDEX deploys_by_node ON deploys(uuid, id);
 PRAGMA user_version = 1;
 ";
-const NODE_COLUMNS: &str = "uuid, name, provision_state, last_error, created_at, updated_at, state_since";
+/// From each version to the next: `MIGRATIONS[v - 1]` takes version `v` to `v + 1`.
+const MIGRATIONS: [&str; 1] = ["ALTER TABLE nodes ADD COLUMN configdrive TEXT; PRAGMA user_version = 2;"];
+const NODE_COLUMNS: &str =
+    "uuid, name, provision_state, last_error, created_at, updated_at, state_since, configdrive IS NOT NULL";
 const DEPLOY_COLUMNS: &str = "id, uuid, started_at, finished_at, outcome, address, bytes_sent, bytes_zeroed, \
     image_bytes, seconds, mib_per_second, root_uuid, disk_identifier, error";
 
@@ -168,6 +195,9 @@ impl Store {
         }
         if found == 0 {
             tx.execute_batch(SCHEMA)?;
+        }
+        for migration in &MIGRATIONS[usize::try_from(found.max(1) - 1).unwrap_or(0)..] {
+            tx.execute_batch(migration)?;
         }
         tx.commit()?;
         Ok(Store { conn: Mutex::new(conn) })
@@ -263,6 +293,57 @@ impl Store {
                 .ok_or_else(|| StoreError::UnknownNode(uuid.into()))?;
             set_state(tx, uuid, from, to, error, detail, now())
         })
+    }
+
+    /// Changes a node's state only if it is in one of `from` (checked and changed in one
+    /// transaction, so two requests cannot both move it), and its config drive with it.
+    /// The state it was in comes back; [`StoreError::NotInState`] when it was in none of
+    /// `from`, and then nothing changed.
+    pub fn transition_if(
+        &self,
+        uuid: &str,
+        from: &[ProvisionState],
+        to: ProvisionState,
+        error: Option<&str>,
+        detail: &str,
+        configdrive: ConfigDriveChange<'_>,
+    ) -> Result<ProvisionState, StoreError> {
+        self.write(|tx| {
+            let state: ProvisionState = tx
+                .query_row("SELECT provision_state FROM nodes WHERE uuid = ?1", [uuid], |r| {
+                    r.get(0)
+                })
+                .optional()?
+                .ok_or_else(|| StoreError::UnknownNode(uuid.into()))?;
+            if !from.contains(&state) {
+                return Err(StoreError::NotInState {
+                    uuid: uuid.into(),
+                    state,
+                });
+            }
+            let value = match configdrive {
+                ConfigDriveChange::Keep => None,
+                ConfigDriveChange::Set(value) => Some(Some(value)),
+                ConfigDriveChange::Clear => Some(None),
+            };
+            if let Some(value) = value {
+                tx.execute(
+                    "UPDATE nodes SET configdrive = ?2 WHERE uuid = ?1",
+                    params![uuid, value],
+                )?;
+            }
+            set_state(tx, uuid, state, to, error, detail, now())?;
+            Ok(state)
+        })
+    }
+
+    /// The config drive a provision request gave the node, if any.
+    pub fn configdrive(&self, uuid: &str) -> Result<Option<String>, StoreError> {
+        let conn = self.lock();
+        let found = conn
+            .query_row("SELECT configdrive FROM nodes WHERE uuid = ?1", [uuid], |r| r.get(0))
+            .optional()?;
+        found.ok_or_else(|| StoreError::UnknownNode(uuid.into()))
     }
 
     pub fn start_deploy(&self, uuid: &str, address: &str) -> Result<i64, StoreError> {
@@ -415,7 +496,7 @@ fn set_state(
 ) -> Result<(), StoreError> {
     let clears = matches!(
         to,
-        ProvisionState::WaitCallBack | ProvisionState::Deploying | ProvisionState::Active
+        ProvisionState::Available | ProvisionState::WaitCallBack | ProvisionState::Deploying | ProvisionState::Active
     );
     tx.execute(
         "UPDATE nodes SET provision_state = ?2, updated_at = ?3, \
@@ -450,6 +531,7 @@ fn node_row(r: &Row<'_>) -> rusqlite::Result<NodeRow> {
         created_at: rfc3339(r.get(4)?),
         updated_at: rfc3339(r.get(5)?),
         state_since: r.get(6)?,
+        has_configdrive: r.get(7)?,
     })
 }
 
@@ -765,6 +847,72 @@ mod tests {
     }
 
     #[test]
+    fn transition_if_changes_state_and_config_drive_together_or_nothing() {
+        let store = Store::open_in_memory().unwrap();
+        store.sync_nodes(&[spec(A, None)]).unwrap();
+        let refused = store.transition_if(A, &[Active], WaitCallBack, None, "rebuild", ConfigDriveChange::Set("x"));
+        assert!(
+            matches!(
+                refused,
+                Err(StoreError::NotInState {
+                    state: WaitCallBack,
+                    ..
+                })
+            ),
+            "{refused:?}"
+        );
+        assert_eq!(store.configdrive(A).unwrap(), None, "a refused change sets nothing");
+        assert_eq!(store.events(A).unwrap().len(), 1);
+        let from = store
+            .transition_if(
+                A,
+                &[WaitCallBack],
+                Available,
+                None,
+                "deleted",
+                ConfigDriveChange::Set("H4sI"),
+            )
+            .unwrap();
+        assert_eq!(from, WaitCallBack);
+        let node = store.node(A).unwrap().unwrap();
+        assert_eq!((node.provision_state, node.has_configdrive), (Available, true));
+        assert_eq!(store.configdrive(A).unwrap().as_deref(), Some("H4sI"));
+        store
+            .transition_if(A, &[Available], WaitCallBack, None, "active", ConfigDriveChange::Keep)
+            .unwrap();
+        assert_eq!(store.configdrive(A).unwrap().as_deref(), Some("H4sI"), "kept");
+        store
+            .transition_if(A, &[WaitCallBack], Available, None, "deleted", ConfigDriveChange::Clear)
+            .unwrap();
+        assert!(!store.node(A).unwrap().unwrap().has_configdrive);
+        assert!(matches!(store.configdrive(C), Err(StoreError::UnknownNode(_))));
+        assert!(matches!(
+            store.transition_if(C, &[Active], Active, None, "x", ConfigDriveChange::Keep),
+            Err(StoreError::UnknownNode(_))
+        ));
+    }
+
+    #[test]
+    fn a_version_1_database_is_migrated_and_keeps_its_nodes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.sqlite");
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(SCHEMA).unwrap();
+        conn.execute(
+            "INSERT INTO nodes (uuid, name, provision_state, created_at, updated_at, state_since) \
+             VALUES (?1, 'n', 'active', 1, 1, 1)",
+            [A],
+        )
+        .unwrap();
+        drop(conn);
+        let store = Store::open(&path).unwrap();
+        let node = store.node(A).unwrap().unwrap();
+        assert_eq!((node.provision_state, node.has_configdrive), (Active, false));
+        let version: i64 = store.lock().query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+    }
+
+    #[test]
     fn open_refuses_a_newer_schema() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state.sqlite");
@@ -775,7 +923,7 @@ mod tests {
             .unwrap();
         assert!(matches!(
             Store::open(&path),
-            Err(StoreError::SchemaTooNew { found: 7, supported: 1 })
+            Err(StoreError::SchemaTooNew { found: 7, supported: 2 })
         ));
         let err = Store::open(&dir.path().join("no/such/dir/db")).unwrap_err();
         assert!(
