@@ -82,6 +82,14 @@ fn basic_authentication_guards_all_but_the_callbacks_and_versions() {
     let callback = format!("/v1/nodes/{}/vendor_passthru/pass_deploy_info", uuid(1));
     let reply = http("POST", &url(&callback), &[], Some(&wrong));
     assert_eq!((reply.status, reply.fault()), (400, "Deploy key does not match".into()));
+    // The boot loader callback proves its key the same way, before anything else.
+    let bootloader = format!("/v1/nodes/{}/vendor_passthru/pass_bootloader_install_info", uuid(1));
+    let wrong_loader = json!({"address": "127.0.0.1", "key": "nope", "status": "SUCCEEDED", "error": ""}).to_string();
+    let reply = http("POST", &url(&bootloader), &[], Some(&wrong_loader));
+    assert_eq!((reply.status, reply.fault()), (400, "Deploy key does not match".into()));
+    let right_loader = wrong_loader.replace("nope", &key(1));
+    let reply = http("POST", &url(&bootloader), &[], Some(&right_loader));
+    assert_eq!(reply.status, 409, "not waiting for its boot loader: {}", reply.body);
 
     // Everything else needs a user of the file.
     let good = basic("operator", "s3cret");
@@ -127,11 +135,10 @@ fn basic_authentication_guards_all_but_the_callbacks_and_versions() {
         "{}",
         reply.body
     );
-    assert!(
-        reply
-            .body
-            .contains("conductor_writer_callbacks_rejected_total{reason=\"wrong_key\"} 1")
-    );
+    for (reason, count) in [("wrong_key", 2), ("wrong_state", 1)] {
+        let line = format!("conductor_writer_callbacks_rejected_total{{reason=\"{reason}\"}} {count}");
+        assert!(reply.body.contains(&line), "{line}: {}", reply.body);
+    }
 
     // `status` with the user from its flag or $OS_USERNAME, the password from $OS_PASSWORD.
     let out = conductor_writer(&["status", "--url", &url("")]);

@@ -330,6 +330,13 @@ fn ironic_clients_list_show_and_redeploy_nodes_with_basic_auth() {
         "{}",
         text(&out)
     );
+    let out = clients.sdk("anonymous", &["list"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("401") && text(&out).contains("Authorization required"),
+        "{}",
+        text(&out)
+    );
 
     // Node 2's own ramdisk deploys it after all.
     let started = Instant::now();

@@ -205,12 +205,6 @@ impl Service {
         self.waits().contains_key(uuid)
     }
 
-    /// Whether the node's image is written and the boot loader callback awaited.
-    #[must_use]
-    pub fn awaits_bootloader(&self, uuid: &str) -> bool {
-        self.waiting_for_bootloader(uuid)
-    }
-
     fn deploy_started(&self, deploy_id: i64) {
         self.starts().insert(deploy_id, Instant::now());
     }

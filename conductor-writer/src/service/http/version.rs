@@ -102,7 +102,7 @@ pub fn v1_document(public_url: &str) -> Value {
         "id": "v1",
         "links": [
             {"href": format!("{public_url}/v1/"), "rel": "self"},
-            {"href": "https://docs.openstack.org//ironic/latest/contributor/webapi.html",
+            {"href": "https://docs.openstack.org/ironic/latest/contributor/webapi.html",
              "rel": "describedby", "type": "text/html"},
         ],
         "media_types": {"base": "application/json", "type": "application/vnd.openstack.ironic.v1+json"},
