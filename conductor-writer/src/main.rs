@@ -235,6 +235,10 @@ enum Command {
         /// The service's URL.
         #[arg(long, default_value = "http://127.0.0.1:6385")]
         url: String,
+        /// The user of a service with --htpasswd; the password comes from
+        /// $OS_PASSWORD, as for the OpenStack clients.
+        #[arg(long, env = "OS_USERNAME")]
+        user: Option<String>,
         #[arg(long)]
         json: bool,
     },
@@ -269,6 +273,14 @@ struct ServeArgs {
     /// Sessions per deploy.
     #[arg(long, default_value_t = 1)]
     sessions: usize,
+    /// Require HTTP basic authentication for the API against this Apache
+    /// htpasswd file of bcrypt entries (`htpasswd -cB FILE USER`). The ramdisk
+    /// callbacks and the version documents stay public.
+    #[arg(long, value_name = "FILE", conflicts_with = "no_auth")]
+    htpasswd: Option<PathBuf>,
+    /// Serve the API without authentication on a non-loopback address.
+    #[arg(long)]
+    no_auth: bool,
     #[command(flatten)]
     login: LoginArgs,
 }
@@ -504,6 +516,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 login: args.login.login(),
                 write: WriteOptions::default(),
                 sessions: args.sessions.max(1),
+                auth: match args.htpasswd {
+                    Some(file) => service::http::auth::ApiAuth::Htpasswd(file),
+                    None => service::http::auth::ApiAuth::Open { explicit: args.no_auth },
+                },
             };
             service::run(options, iscsi_wire::shutdown_signal()).await?;
         }
@@ -521,10 +537,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .with_context(|| format!("no node {node} in {}", nodes.display()))?;
             print!("{}", service::client::pxe_config(spec, &api_url, &kernel, &ramdisk));
         }
-        Command::Status { url, json } => {
-            let nodes =
-                tokio::task::spawn_blocking(move || service::client::fetch_nodes(&url, Duration::from_secs(10)))
-                    .await??;
+        Command::Status { url, user, json } => {
+            let credentials = match user {
+                Some(user) => Some((
+                    user,
+                    std::env::var("OS_PASSWORD")
+                        .context("--user (or $OS_USERNAME) needs the password in $OS_PASSWORD")?,
+                )),
+                None => None,
+            };
+            let nodes = tokio::task::spawn_blocking(move || {
+                service::client::fetch_nodes(&url, credentials.as_ref(), Duration::from_secs(10))
+            })
+            .await??;
             if json {
                 println!("{nodes}");
             } else {

@@ -8,6 +8,9 @@
 //! - [`rootfs`]: a GRUB-recording root file system and loop devices, for local boots.
 //! - [`tftpd`]: a private tftpd-hpa, the boot server with the auth token.
 //! - [`proxy`]: a TCP proxy that cuts or freezes connections at chosen points.
+//! - [`pyenv`]: a Python virtual environment with Ironic's own clients.
+//! - [`serve`]: `conductor-writer serve` as a process, an HTTP client for its
+//!   API, and the nodes and disks it deploys.
 //! - [`initiator`]: a deliberately simple blocking initiator over
 //!   `iscsi-proto`, one command at a time, to drive any target from a test.
 //!
@@ -18,8 +21,10 @@ pub mod agent;
 pub mod initiator;
 pub mod ironic;
 pub mod proxy;
+pub mod pyenv;
 pub mod ramdisk;
 pub mod rootfs;
+pub mod serve;
 pub mod tftpd;
 pub mod tgtd;
 

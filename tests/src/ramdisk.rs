@@ -21,9 +21,14 @@ pub struct Ramdisk {
 impl Ramdisk {
     /// Start it with `cmdline` on 127.0.0.1 (free ports) and `extra` flags.
     pub fn start(dir: &Path, cmdline: &str, extra: &[&str]) -> Self {
+        Self::start_at(dir, cmdline, extra, (free_port(), free_port()))
+    }
+
+    /// The same on the given portal and done ports (chosen with
+    /// [`free_port`] before the nodes file that names them was written).
+    pub fn start_at(dir: &Path, cmdline: &str, extra: &[&str], (port, done_port): (u16, u16)) -> Self {
         let file = dir.join("cmdline");
         std::fs::write(&file, cmdline).expect("write the cmdline file");
-        let (port, done_port) = (free_port(), free_port());
         let log = dir.join("ramdisk.log");
         let child = Command::new(workspace_binary("target-agent", "TARGET_AGENT"))
             .args(["deploy", "--no-reboot", "--cmdline", file.to_str().expect("UTF-8 path")])

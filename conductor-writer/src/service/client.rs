@@ -41,15 +41,47 @@ pub fn pxe_config(spec: &NodeSpec, api_url: &str, kernel: &str, ramdisk: &str) -
     )
 }
 
-/// `GET {url}/v1/nodes`.
-pub fn fetch_nodes(url: &str, timeout: Duration) -> anyhow::Result<Value> {
-    let config = ureq::Agent::config_builder().timeout_global(Some(timeout)).build();
-    let address = format!("{}/v1/nodes", url.trim_end_matches('/'));
-    let mut response = ureq::Agent::new_with_config(config).get(&address).call().map_err(|e| {
+/// `GET {url}/v1/nodes/detail`, as `(user, password)` if given.
+pub fn fetch_nodes(url: &str, credentials: Option<&(String, String)>, timeout: Duration) -> anyhow::Result<Value> {
+    use base64::Engine as _;
+    let config = ureq::Agent::config_builder()
+        .timeout_global(Some(timeout))
+        .http_status_as_error(false)
+        .build();
+    let address = format!("{}/v1/nodes/detail", url.trim_end_matches('/'));
+    let mut request = ureq::Agent::new_with_config(config)
+        .get(&address)
+        .header("X-OpenStack-Ironic-API-Version", "latest");
+    if let Some((user, password)) = credentials {
+        let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+        request = request.header("Authorization", &format!("Basic {token}"));
+    }
+    let mut response = request.call().map_err(|e| {
         anyhow::anyhow!("cannot reach the deploy service at {address}: {e}; is `conductor-writer serve` running?")
     })?;
+    let status = response.status().as_u16();
     let text = response.body_mut().read_to_string()?;
-    Ok(serde_json::from_str(&text)?)
+    match status {
+        200 => Ok(serde_json::from_str(&text)?),
+        401 if credentials.is_none() => anyhow::bail!(
+            "the deploy service at {url} requires a user: give --user NAME (or $OS_USERNAME) and the password in $OS_PASSWORD"
+        ),
+        401 => anyhow::bail!("the deploy service at {url} refused the user name or password (HTTP 401)"),
+        _ => anyhow::bail!(
+            "the deploy service at {address} answered HTTP {status}: {}",
+            error_text(&text)
+        ),
+    }
+}
+
+/// The message of an Ironic error body, or the body itself.
+fn error_text(body: &str) -> String {
+    serde_json::from_str::<Value>(body)
+        .ok()
+        .and_then(|v| v["error_message"].as_str().map(str::to_owned))
+        .and_then(|fault| serde_json::from_str::<Value>(&fault).ok())
+        .and_then(|fault| fault["faultstring"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| body.trim().to_owned())
 }
 
 /// The nodes as a table: state, progress, last deploy, last error.

@@ -11,6 +11,7 @@
 //!       ^                                  |  (local boot: wait call-back
 //!       |                                  |   --pass_bootloader_install_info--> active)
 //!       +--- PUT .../states/provision      +--> deploy failed (last_error)
+//!            (rebuild, active, deleted --> available)
 //! ```
 //!
 //! # Layout
@@ -18,14 +19,20 @@
 //! - [`nodes`]: the nodes file (TOML).
 //! - [`store`]: SQLite: nodes, state transitions, deploys.
 //! - [`images`]: one checked local file per image, shared by its deploys.
-//! - [`http`]: the HTTP API (the callbacks, and the read side).
+//! - [`callbacks`]: the ramdisk's callbacks, authenticated by the deploy key.
+//! - [`provision`]: the operator's provision requests and their state machine.
+//! - [`metrics`]: the counters `GET /metrics` shows.
+//! - [`http`]: the HTTP API: Ironic's routes, versions, errors, authentication.
 //! - [`client`]: `pxe-config` and `status`, the operator's side.
 //! - this file: the engine: callbacks to deploys to states.
 
+pub mod callbacks;
 pub mod client;
 pub mod http;
 pub mod images;
+pub mod metrics;
 pub mod nodes;
+pub mod provision;
 pub mod store;
 
 use crate::cli::{Login, open_disk};
@@ -43,8 +50,8 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
-use store::{DeployRow, ProvisionState, Store};
+use std::time::{Duration, Instant};
+use store::{ConfigDriveChange, DeployRow, ProvisionState, Store};
 use tracing::{info, warn};
 
 /// How the service runs.
@@ -61,6 +68,8 @@ pub struct ServiceOptions {
     pub login: Login,
     pub write: WriteOptions,
     pub sessions: usize,
+    /// Who may use the API (the ramdisk callbacks and version documents are public).
+    pub auth: http::auth::ApiAuth,
 }
 
 /// A deploy's progress, for the read side.
@@ -81,6 +90,11 @@ pub struct Service {
     progress: Mutex<HashMap<String, Progress>>,
     /// Nodes whose image is written and that now wait for the boot loader callback.
     bootloader: Mutex<HashMap<String, BootloaderWait>>,
+    /// When each running deploy's callback came, by deploy id.
+    started: Mutex<HashMap<i64, Instant>>,
+    pub metrics: metrics::Metrics,
+    /// This machine's name: the host a running deploy locks its node from.
+    pub host: String,
 }
 
 /// What the second `done` needs.
@@ -91,52 +105,48 @@ struct BootloaderWait {
     report: DeployRow,
 }
 
-/// Why a callback was refused; the HTTP layer maps it to a status.
+/// Why a request was refused; the HTTP layer maps each to Ironic's status.
 #[derive(Debug, thiserror::Error)]
-pub enum CallbackError {
-    #[error("node {0} could not be found")]
+pub enum RequestError {
+    #[error("Node {0} could not be found.")]
     UnknownNode(String),
     #[error("{0}")]
     BadRequest(String),
+    /// A callback whose key is wrong or missing, as the legacy conductor said it.
+    #[error("Deploy key does not match")]
+    WrongKey,
     #[error("node {node} is in state {state}, not {expected}")]
     WrongState {
         node: String,
         state: &'static str,
         expected: &'static str,
     },
+    /// Ironic's `InvalidStateRequested`.
+    #[error(
+        "The requested action \"{action}\" can not be performed on node \"{node}\" while it is in state \"{state}\"."
+    )]
+    InvalidState {
+        action: String,
+        node: String,
+        state: &'static str,
+    },
+    /// Ironic's `NodeLocked`: a deploy runs.
+    #[error("Node {node} is locked by host {host}, please retry after the current operation is completed.")]
+    Locked { node: String, host: String },
+    /// Not available at the requested API version.
+    #[error("Request not acceptable.")]
+    NotAcceptable,
     #[error("internal error: {0}")]
     Internal(String),
 }
 
-impl From<store::StoreError> for CallbackError {
+impl From<store::StoreError> for RequestError {
     fn from(e: store::StoreError) -> Self {
-        CallbackError::Internal(e.to_string())
+        match e {
+            store::StoreError::UnknownNode(node) => RequestError::UnknownNode(node),
+            e => RequestError::Internal(e.to_string()),
+        }
     }
-}
-
-/// `pass_deploy_info`'s body.
-#[derive(Debug, Clone, serde::Deserialize)]
-pub struct DeployCallback {
-    pub address: String,
-    pub key: String,
-    #[serde(default)]
-    pub iqn: Option<String>,
-    #[serde(default)]
-    pub error: Option<String>,
-    #[serde(default)]
-    pub port: Option<serde_json::Value>,
-    #[serde(default)]
-    pub lun: Option<serde_json::Value>,
-}
-
-/// `pass_bootloader_install_info`'s body.
-#[derive(Debug, Clone, serde::Deserialize)]
-pub struct BootloaderCallback {
-    pub address: String,
-    pub key: String,
-    pub status: String,
-    #[serde(default)]
-    pub error: Option<String>,
 }
 
 impl Service {
@@ -156,24 +166,29 @@ impl Service {
             options,
             progress: Mutex::new(HashMap::new()),
             bootloader: Mutex::new(HashMap::new()),
+            started: Mutex::new(HashMap::new()),
+            metrics: metrics::Metrics::default(),
+            host: std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_owned())
+                .unwrap_or_else(|_| "localhost".into()),
         }))
     }
 
     /// The node's spec; a node id is its UUID or its name.
-    fn spec(&self, node: &str) -> Result<&NodeSpec, CallbackError> {
+    pub fn spec(&self, node: &str) -> Result<&NodeSpec, RequestError> {
         let lower = node.to_ascii_lowercase();
         self.specs
             .get(&lower)
             .or_else(|| self.specs.values().find(|s| s.name.as_deref() == Some(node)))
-            .ok_or_else(|| CallbackError::UnknownNode(node.to_owned()))
+            .ok_or_else(|| RequestError::UnknownNode(node.to_owned()))
     }
 
     /// The node's current state, from the database.
-    fn state(&self, uuid: &str) -> Result<ProvisionState, CallbackError> {
+    fn state(&self, uuid: &str) -> Result<ProvisionState, RequestError> {
         self.store
             .node(uuid)?
             .map(|n| n.provision_state)
-            .ok_or_else(|| CallbackError::UnknownNode(uuid.to_owned()))
+            .ok_or_else(|| RequestError::UnknownNode(uuid.to_owned()))
     }
 
     /// Progress of running deploys.
@@ -186,57 +201,16 @@ impl Service {
             .copied()
     }
 
-    /// `pass_deploy_info`: check, record `deploying`, start the deploy.
-    pub fn pass_deploy_info(self: &Arc<Self>, node: &str, body: DeployCallback) -> Result<(), CallbackError> {
-        let spec = self.spec(node)?.clone();
-        let state = self.state(&spec.uuid)?;
-        if state != ProvisionState::WaitCallBack || self.waiting_for_bootloader(&spec.uuid) {
-            return Err(CallbackError::WrongState {
-                node: spec.uuid,
-                state: state.as_str(),
-                expected: ProvisionState::WaitCallBack.as_str(),
-            });
-        }
-        if body.key != spec.deploy_key {
-            let error = format!("Deploy key does not match (callback from {})", body.address);
-            self.store.transition(
-                &spec.uuid,
-                ProvisionState::DeployFailed,
-                Some(&error),
-                "pass_deploy_info refused",
-            )?;
-            return Err(CallbackError::BadRequest(error));
-        }
-        if let Some(error) = body.error.as_deref().filter(|e| !e.is_empty()) {
-            let error = format!("Error returned from deploy ramdisk: {error}");
-            self.store.transition(
-                &spec.uuid,
-                ProvisionState::DeployFailed,
-                Some(&error),
-                "pass_deploy_info",
-            )?;
-            return Ok(());
-        }
-        let iqn = body.iqn.clone().filter(|i| !i.is_empty()).unwrap_or_else(|| spec.iqn());
-        let port = body
-            .port
-            .as_ref()
-            .and_then(|p| p.as_u64().or_else(|| p.as_str().and_then(|s| s.parse().ok())))
-            .and_then(|p| u16::try_from(p).ok())
-            .unwrap_or(3260);
-        let detail = format!("callback from {}: {iqn} at port {port}", body.address);
-        self.store
-            .transition(&spec.uuid, ProvisionState::Deploying, None, &detail)?;
-        let deploy_id = self.store.start_deploy(&spec.uuid, &body.address)?;
-        let service = self.clone();
-        tokio::spawn(async move {
-            service.run_deploy(spec, body.address, iqn, port, deploy_id).await;
-        });
-        Ok(())
-    }
-
     fn waiting_for_bootloader(&self, uuid: &str) -> bool {
         self.waits().contains_key(uuid)
+    }
+
+    fn deploy_started(&self, deploy_id: i64) {
+        self.starts().insert(deploy_id, Instant::now());
+    }
+
+    fn starts(&self) -> std::sync::MutexGuard<'_, HashMap<i64, Instant>> {
+        self.started.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// One deploy, start to finish; its failure is its own.
@@ -311,7 +285,24 @@ impl Service {
         port: u16,
     ) -> Result<(DeployReport, (String, u16)), String> {
         let image = self.images.get(&spec.image, spec.image_checksum.as_deref()).await?;
-        let options = deploy_options(spec, image)?;
+        let mut options = deploy_options(spec, image)?;
+        // A config drive from a provision request wins over the nodes file's;
+        // one given inline goes through a file that lives as long as the deploy.
+        let _drive_file = match self.store.configdrive(&spec.uuid).map_err(|e| e.to_string())? {
+            Some(url) if url.contains("://") => {
+                options.configdrive = Some(url);
+                None
+            }
+            Some(drive) => {
+                let dir = self.options.cache_dir.clone();
+                let file = tokio::task::spawn_blocking(move || spill(&dir, drive.as_bytes()))
+                    .await
+                    .map_err(|e| e.to_string())??;
+                options.configdrive = Some(file.path().display().to_string());
+                Some(file)
+            }
+            None => None,
+        };
         let (host, port) = match &spec.portal {
             Some(portal) => parse_portal(portal, 3260).map_err(|e| format!("bad portal {portal}: {e}"))?,
             None => (address.to_owned(), port),
@@ -360,83 +351,6 @@ impl Service {
         Ok((report, (host, spec.notify_port)))
     }
 
-    /// `pass_bootloader_install_info`: the second `done`, then `active`.
-    pub async fn pass_bootloader_install_info(
-        &self,
-        node: &str,
-        body: BootloaderCallback,
-    ) -> Result<(), CallbackError> {
-        let spec = self.spec(node)?.clone();
-        let wait = self.waits().get(&spec.uuid).cloned();
-        let Some(wait) = wait else {
-            return Err(CallbackError::WrongState {
-                node: spec.uuid.clone(),
-                state: self.state(&spec.uuid)?.as_str(),
-                expected: "wait call-back (for the boot loader)",
-            });
-        };
-        if body.key != spec.deploy_key {
-            return Err(CallbackError::BadRequest(format!(
-                "Deploy key does not match (callback from {})",
-                body.address
-            )));
-        }
-        self.waits().remove(&spec.uuid);
-        let failed = match body.status.as_str() {
-            "SUCCEEDED" => None,
-            "FAILED" => Some(format!(
-                "Failed to install a bootloader when deploying node {}. Error: {}",
-                spec.uuid,
-                body.error.unwrap_or_default()
-            )),
-            other => Some(format!("unknown boot loader status {other:?}")),
-        };
-        if let Some(error) = failed {
-            self.conclude(&spec.uuid, wait.deploy_id, wait.report, Some(error), "boot loader")?;
-            return Ok(());
-        }
-        // The ramdisk waits for this done before it reboots.
-        let (host, port) = wait.notify;
-        let (error, detail) = match crate::cli::notify(&host, port, self.options.login.timeout).await {
-            Ok(()) => (None, "boot loader installed; done sent"),
-            Err(e) => (
-                Some(format!(
-                    "the boot loader is installed, but done could not be sent to {host}:{port}: {e:#}"
-                )),
-                "done",
-            ),
-        };
-        self.conclude(&spec.uuid, wait.deploy_id, wait.report, error, detail)?;
-        Ok(())
-    }
-
-    /// `PUT .../states/provision {"target": "active"|"rebuild"}`: deploy again.
-    pub fn provision(&self, node: &str, target: &str) -> Result<(), CallbackError> {
-        let spec = self.spec(node)?;
-        let state = self.state(&spec.uuid)?;
-        match (target, state) {
-            ("active", ProvisionState::DeployFailed)
-            | ("rebuild", ProvisionState::Active | ProvisionState::DeployFailed) => {
-                self.store.transition(
-                    &spec.uuid,
-                    ProvisionState::WaitCallBack,
-                    None,
-                    &format!("provision target {target}"),
-                )?;
-                Ok(())
-            }
-            _ => Err(CallbackError::WrongState {
-                node: spec.uuid.clone(),
-                state: state.as_str(),
-                expected: if target == "rebuild" {
-                    "active or deploy failed"
-                } else {
-                    "deploy failed"
-                },
-            }),
-        }
-    }
-
     /// End deploy `deploy_id`: its row takes the outcome (`active`, or
     /// `deploy failed` with `error`), then the node the same state.
     fn conclude(
@@ -454,10 +368,36 @@ impl Service {
         };
         row.outcome = Some(state.as_str().into());
         row.error.clone_from(&error);
+        self.count_deploy(deploy_id, &row);
         // The node's state is recorded even if its deploy row cannot be.
         let finished = self.store.finish_deploy(deploy_id, &row);
         let moved = self.store.transition(uuid, state, error.as_deref(), detail);
         finished.and(moved)
+    }
+
+    /// End deploy `deploy_id` as failed with `error`, leaving its node's
+    /// state to the caller.
+    fn close_deploy(&self, deploy_id: i64, mut row: DeployRow, error: &str) {
+        row.outcome = Some(ProvisionState::DeployFailed.as_str().into());
+        row.error = Some(error.to_owned());
+        self.count_deploy(deploy_id, &row);
+        if let Err(e) = self.store.finish_deploy(deploy_id, &row) {
+            warn!(deploy = deploy_id, error = %e, "cannot record the end of a deploy");
+        }
+    }
+
+    fn count_deploy(&self, deploy_id: i64, row: &DeployRow) {
+        let seconds = self
+            .starts()
+            .remove(&deploy_id)
+            .map_or(0.0, |start| start.elapsed().as_secs_f64());
+        let result = if row.error.is_some() {
+            metrics::DeployResult::Failed
+        } else {
+            metrics::DeployResult::Succeeded
+        };
+        self.metrics
+            .deploy_finished(result, seconds, row.bytes_sent, row.bytes_zeroed);
     }
 
     fn record(&self, uuid: &str, to: ProvisionState, error: Option<&str>, detail: &str) {
@@ -487,12 +427,18 @@ impl Service {
                     Some(wait) => {
                         self.conclude(&node.uuid, wait.deploy_id, wait.report, Some(error), "callback timeout")
                     }
-                    None => self.store.transition(
+                    // Unless a callback just came: the state is checked as it changes.
+                    None => match self.store.transition_if(
                         &node.uuid,
+                        &[ProvisionState::WaitCallBack],
                         ProvisionState::DeployFailed,
                         Some(&error),
                         "callback timeout",
-                    ),
+                        ConfigDriveChange::Keep,
+                    ) {
+                        Err(store::StoreError::NotInState { .. }) => Ok(()),
+                        other => other.map(drop),
+                    },
                 };
                 if let Err(e) = recorded {
                     warn!(node = %node.uuid, error = %e, "cannot record the timeout");
@@ -500,6 +446,19 @@ impl Service {
             }
         }
     }
+}
+
+/// `bytes` in a new file under `dir`, removed when the handle is dropped.
+fn spill(dir: &std::path::Path, bytes: &[u8]) -> Result<tempfile::NamedTempFile, String> {
+    use std::io::Write as _;
+    let failed = |e: std::io::Error| format!("cannot write the config drive under {}: {e}", dir.display());
+    std::fs::create_dir_all(dir).map_err(failed)?;
+    let mut file = tempfile::Builder::new()
+        .prefix("configdrive-")
+        .tempfile_in(dir)
+        .map_err(failed)?;
+    file.write_all(bytes).map_err(failed)?;
+    Ok(file)
 }
 
 fn local_boot(spec: &NodeSpec) -> bool {
@@ -570,6 +529,8 @@ fn deploy_options(spec: &NodeSpec, image: PathBuf) -> Result<DeployOptions, Stri
 /// Run the service until `shutdown` completes.
 pub async fn run(options: ServiceOptions, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
     let listen = options.listen;
+    // Before anything else: an open API on the network is refused, not started.
+    let verifier = http::auth::start(&options.auth, listen)?;
     let service = Service::open(options)?;
     let watchdog = service.clone();
     tokio::spawn(async move {
@@ -586,8 +547,7 @@ pub async fn run(options: ServiceOptions, shutdown: impl Future<Output = ()> + S
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
     info!(%listen, "serving the deploy API");
-    axum::serve(listener, http::router(service))
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    let app = http::router(service, verifier).into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, app).with_graceful_shutdown(shutdown).await?;
     Ok(())
 }

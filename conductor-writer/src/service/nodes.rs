@@ -217,6 +217,19 @@ fn check(s: &NodeSpec) -> Result<(), String> {
             return Err(format!("`{key}` is an empty string; remove the key instead"));
         }
     }
+    // The API finds a node by its name in a URL path, as Ironic does.
+    if let Some(name) = s.name.as_deref().filter(|n| !n.is_empty()) {
+        if ["detail", "validate"].contains(&name) {
+            return Err(format!(
+                "`name` {name:?} is reserved by the API (/v1/nodes/{name}); choose another"
+            ));
+        }
+        if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._~-".contains(&b)) || is_uuid(name) {
+            return Err(format!(
+                "`name` {name:?} must be letters, digits and . _ ~ - only, and not a UUID (Ironic's logical names)"
+            ));
+        }
+    }
     Ok(())
 }
 
@@ -455,6 +468,10 @@ name = "rack1-node1"
             (&[("root_device", "\"model\"")], "`root_device`"),
             (&[("configdrive", "\"\"")], "`configdrive`"),
             (&[("name", "\"\"")], "`name`"),
+            (&[("name", "\"detail\"")], "`name`"),
+            (&[("name", "\"rack 1\"")], "`name`"),
+            (&[("name", "\"a/b\"")], "`name`"),
+            (&[("name", &format!("{UUID:?}"))], "`name`"),
         ];
         for (lines, key) in cases {
             let err = parse_str(&node_with(lines)).unwrap_err();

@@ -1,0 +1,520 @@
+//! The service's HTTP API: the legacy ramdisk's callbacks as Ironic served
+//! them, and the part of the Bare Metal API that python-ironicclient
+//! (`baremetal`) and openstacksdk use for nodes.
+//!
+//! | route | what |
+//! |---|---|
+//! | `GET /`, `GET /v1` | version documents (public) |
+//! | `POST /v1/nodes/{node}/vendor_passthru/{method}` (and `?method=`) | `pass_deploy_info`, `pass_bootloader_install_info` (public; the deploy key authenticates) |
+//! | `GET /v1/nodes`, `GET /v1/nodes/detail` | the nodes, filtered, sorted, paged |
+//! | `GET /v1/nodes/{node}` | one node, by UUID or name |
+//! | `PUT /v1/nodes/{node}/states/provision` | `active`, `rebuild`, `deleted` (and `deploy`, `undeploy`) |
+//! | `GET /metrics` | Prometheus metrics |
+//!
+//! As in Ironic, a path may omit `/v1` and end with `/`; every response
+//! carries the microversion headers; errors are
+//! `{"error_message": "{\"faultstring\": ..., \"faultcode\": ..., \"debuginfo\": null}"}`.
+//! Routing is by hand over the path's segments: a node named `detail` or
+//! a trailing slash cannot change which handler runs.
+//!
+//! # Layout
+//!
+//! - [`auth`]: HTTP basic authentication against an htpasswd file.
+//! - [`version`]: microversions and the version documents.
+//! - [`node_view`]: a node under Ironic's field names.
+//! - [`node_query`]: the list's filters, sorting, paging and fields.
+
+pub mod auth;
+pub mod node_query;
+pub mod node_view;
+pub mod version;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Map, Value, json};
+
+use super::provision::{check_configdrive, parse_request};
+use super::store::ProvisionState;
+use super::{RequestError, Service};
+use auth::{AuthError, Verifier};
+use node_query::QueryError;
+use node_view::{NodeFacts, ironic_document, render};
+
+/// The most a callback or any small request may send.
+const SMALL_BODY: usize = 64 << 10;
+/// A provision request may carry a config drive: 64 MiB, gzipped, base64.
+const PROVISION_BODY: usize = 96 << 20;
+
+#[derive(Debug)]
+struct Api {
+    service: Arc<Service>,
+    /// `None`: the API is open.
+    verifier: Option<Arc<Verifier>>,
+}
+
+/// The routes over `service`; `verifier` guards all but the public ones.
+pub fn router(service: Arc<Service>, verifier: Option<Verifier>) -> Router {
+    let api = Api {
+        service,
+        verifier: verifier.map(Arc::new),
+    };
+    Router::new().fallback(handle).with_state(Arc::new(api))
+}
+
+/// An answer: a status and a JSON body (or none), or an Ironic error.
+#[derive(Debug)]
+enum Answer {
+    Json(StatusCode, Value),
+    Empty(StatusCode),
+    Text(String),
+    Error(ApiError),
+}
+
+/// An error in Ironic's form.
+#[derive(Debug)]
+struct ApiError {
+    status: StatusCode,
+    message: String,
+    /// Extra headers (`WWW-Authenticate`, `Allow`).
+    headers: Vec<(header::HeaderName, String)>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            message: message.into(),
+            headers: Vec::new(),
+        }
+    }
+
+    fn not_found() -> Self {
+        Self::new(StatusCode::NOT_FOUND, "The resource could not be found.")
+    }
+}
+
+impl From<RequestError> for ApiError {
+    fn from(e: RequestError) -> Self {
+        let status = match &e {
+            RequestError::UnknownNode(_) => StatusCode::NOT_FOUND,
+            RequestError::BadRequest(_) | RequestError::WrongKey | RequestError::InvalidState { .. } => {
+                StatusCode::BAD_REQUEST
+            }
+            RequestError::WrongState { .. } | RequestError::Locked { .. } => StatusCode::CONFLICT,
+            RequestError::NotAcceptable => StatusCode::NOT_ACCEPTABLE,
+            RequestError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        ApiError::new(status, e.to_string())
+    }
+}
+
+impl From<QueryError> for ApiError {
+    fn from(e: QueryError) -> Self {
+        match e {
+            QueryError::BadRequest(m) => ApiError::new(StatusCode::BAD_REQUEST, m),
+            QueryError::NotAcceptable => ApiError::from(RequestError::NotAcceptable),
+            QueryError::NoMarker(marker) => ApiError::from(RequestError::UnknownNode(marker)),
+        }
+    }
+}
+
+/// The body of an Ironic error.
+fn error_body(status: StatusCode, message: &str) -> Value {
+    let faultcode = if status.is_server_error() { "Server" } else { "Client" };
+    let fault = json!({"faultstring": message, "faultcode": faultcode, "debuginfo": null});
+    json!({"error_message": fault.to_string()})
+}
+
+/// What the router found for a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Route {
+    Root,
+    V1,
+    Callback { node: String, method: Option<String> },
+    List { detail: bool },
+    Show(String),
+    Provision(String),
+    Metrics,
+}
+
+impl Route {
+    /// Routes anyone may call.
+    fn is_public(&self) -> bool {
+        matches!(self, Route::Root | Route::V1 | Route::Callback { .. })
+    }
+
+    /// The method the route takes (`GET` routes take `HEAD` too).
+    fn method(&self) -> Method {
+        match self {
+            Route::Callback { .. } => Method::POST,
+            Route::Provision(_) => Method::PUT,
+            _ => Method::GET,
+        }
+    }
+}
+
+/// The route of `path`: trailing slashes and a missing `/v1` do not matter,
+/// as in Ironic; `/metrics` is ours and outside `/v1`.
+fn route(path: &str) -> Option<Route> {
+    let trimmed = path.trim_end_matches('/');
+    if trimmed.is_empty() {
+        return Some(Route::Root);
+    }
+    let segments: Vec<&str> = trimmed.split('/').skip(1).collect();
+    if segments == ["metrics"] {
+        return Some(Route::Metrics);
+    }
+    let rest = match segments.split_first() {
+        Some((&"v1", rest)) => rest,
+        _ => &segments[..],
+    };
+    let owned = |s: &str| s.to_owned();
+    Some(match rest {
+        [] => Route::V1,
+        ["nodes"] => Route::List { detail: false },
+        ["nodes", "detail"] => Route::List { detail: true },
+        ["nodes", node] if !node.is_empty() => Route::Show(owned(node)),
+        ["nodes", node, "states", "provision"] => Route::Provision(owned(node)),
+        ["nodes", node, "vendor_passthru"] => Route::Callback {
+            node: owned(node),
+            method: None,
+        },
+        ["nodes", node, "vendor_passthru", method] => Route::Callback {
+            node: owned(node),
+            method: Some(owned(method)),
+        },
+        _ => return None,
+    })
+}
+
+/// `http://HOST[:PORT]` as the client reached us.
+fn public_url(headers: &HeaderMap, api: &Api) -> String {
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map_or_else(|| api.service.options.listen.to_string(), ToOwned::to_owned);
+    format!("http://{host}")
+}
+
+async fn handle(State(api): State<Arc<Api>>, request: Request) -> Response {
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)), |c| c.0);
+    let (parts, body) = request.into_parts();
+    let minor = version::requested(&parts.headers);
+    let answer = answer(
+        &api,
+        peer,
+        &parts.method,
+        &parts.uri,
+        &parts.headers,
+        body,
+        minor.clone(),
+    )
+    .await;
+    let mut response = match answer {
+        Answer::Json(status, value) => (status, axum::Json(value)).into_response(),
+        Answer::Empty(status) => status.into_response(),
+        Answer::Text(text) => ([(header::CONTENT_TYPE, super::metrics::CONTENT_TYPE)], text).into_response(),
+        Answer::Error(error) => {
+            let mut response = (error.status, axum::Json(error_body(error.status, &error.message))).into_response();
+            for (name, value) in error.headers {
+                if let Ok(value) = HeaderValue::from_str(&value) {
+                    response.headers_mut().insert(name, value);
+                }
+            }
+            response
+        }
+    };
+    let headers = response.headers_mut();
+    headers.insert(version::MIN_HEADER, HeaderValue::from_static("1.1"));
+    if let Ok(max) = HeaderValue::from_str(&format!("1.{}", version::MAX)) {
+        headers.insert(version::MAX_HEADER, max);
+    }
+    if let Ok(value) = minor.and_then(|minor| HeaderValue::from_str(&format!("1.{minor}")).map_err(|e| e.to_string())) {
+        headers.insert(version::HEADER, value);
+    }
+    response
+}
+
+async fn answer(
+    api: &Arc<Api>,
+    peer: SocketAddr,
+    method: &Method,
+    uri: &axum::http::Uri,
+    headers: &HeaderMap,
+    body: Body,
+    minor: Result<u32, String>,
+) -> Answer {
+    let Some(route) = route(uri.path()) else {
+        return Answer::Error(ApiError::not_found());
+    };
+    let wanted = route.method();
+    if method != wanted && !(wanted == Method::GET && method == Method::HEAD) {
+        let mut error = ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "The method specified is not allowed for this resource.",
+        );
+        error.headers.push((header::ALLOW, wanted.to_string()));
+        return Answer::Error(error);
+    }
+    if let Some(verifier) = api.verifier.as_ref().filter(|_| !route.is_public()) {
+        let credentials = headers
+            .get(header::AUTHORIZATION)
+            .map(|h| h.to_str().unwrap_or("").to_owned());
+        let verifier = verifier.clone();
+        let checked = tokio::task::spawn_blocking(move || verifier.verify(credentials.as_deref()))
+            .await
+            .unwrap_or_else(|e| Err(AuthError::File(format!("the credential check failed: {e}"))));
+        if let Err(e) = checked {
+            return Answer::Error(refused(api, peer, uri, e));
+        }
+    }
+    let minor = match minor {
+        Ok(minor) => minor,
+        Err(message) => return Answer::Error(ApiError::new(StatusCode::NOT_ACCEPTABLE, message)),
+    };
+    let limit = if matches!(route, Route::Provision(_)) {
+        PROVISION_BODY
+    } else {
+        SMALL_BODY
+    };
+    let body = match axum::body::to_bytes(body, limit).await {
+        Ok(body) => body,
+        Err(_) => {
+            return Answer::Error(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("the request body is larger than {limit} bytes"),
+            ));
+        }
+    };
+    let public = public_url(headers, api);
+    let result = match route {
+        Route::Root => Ok(Answer::Json(StatusCode::OK, version::root_document(&public))),
+        Route::V1 => Ok(Answer::Json(StatusCode::OK, version::v1_document(&public))),
+        Route::Metrics => metrics(&api.service).map(Answer::Text),
+        Route::Callback { node, method } => {
+            let method = method.or_else(|| query_value(uri.query(), "method"));
+            callback(&api.service, &node, method.as_deref(), peer, &body).await
+        }
+        Route::List { detail } => list(&api.service, &public, uri.query().unwrap_or(""), minor, detail),
+        Route::Show(node) => show(&api.service, &public, &node, uri.query().unwrap_or(""), minor),
+        Route::Provision(node) => provision(&api.service, &node, &body, minor).await,
+    };
+    result.unwrap_or_else(Answer::Error)
+}
+
+/// A `401` (or `400`, `500`) for credentials that did not prove a user.
+fn refused(api: &Api, peer: SocketAddr, uri: &axum::http::Uri, e: AuthError) -> ApiError {
+    api.service.metrics.unauthorized();
+    tracing::warn!(%peer, path = uri.path(), error = %e, "API request refused");
+    let status = match e {
+        AuthError::Missing | AuthError::Wrong => StatusCode::UNAUTHORIZED,
+        AuthError::Malformed(_) => StatusCode::BAD_REQUEST,
+        AuthError::File(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    let mut error = ApiError::new(status, e.to_string());
+    if status == StatusCode::UNAUTHORIZED {
+        error
+            .headers
+            .push((header::WWW_AUTHENTICATE, "Basic realm=\"Baremetal API\"".into()));
+    }
+    error
+}
+
+fn query_value(query: Option<&str>, name: &str) -> Option<String> {
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query.unwrap_or("")).ok()?;
+    pairs.into_iter().find(|(k, _)| k == name).map(|(_, v)| v)
+}
+
+async fn callback(
+    service: &Arc<Service>,
+    node: &str,
+    method: Option<&str>,
+    peer: SocketAddr,
+    body: &Bytes,
+) -> Result<Answer, ApiError> {
+    match method {
+        Some("pass_deploy_info") => service.pass_deploy_info(node, peer, body)?,
+        Some("pass_bootloader_install_info") => service.pass_bootloader_install_info(node, peer, body).await?,
+        Some(other) => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "No vendor passthru method {other:?}: conductor-writer serves pass_deploy_info and pass_bootloader_install_info"
+                ),
+            ));
+        }
+        None => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "Missing mandatory parameter: method",
+            ));
+        }
+    }
+    Ok(Answer::Empty(StatusCode::ACCEPTED))
+}
+
+/// Every node's full document (Ironic's fields at the newest version, and
+/// ours when `own`), oldest first.
+fn documents(service: &Service, public: &str, own: bool) -> Result<Vec<Map<String, Value>>, ApiError> {
+    let rows = service.store.nodes().map_err(RequestError::from)?;
+    Ok(rows
+        .iter()
+        .map(|row| {
+            let facts = NodeFacts {
+                row,
+                spec: service.spec(&row.uuid).ok(),
+                public_url: public,
+                host: &service.host,
+            };
+            let mut doc = ironic_document(&facts);
+            if own {
+                doc.insert("progress".into(), json!(service.progress(&row.uuid)));
+                let last = service.store.deploys(&row.uuid).ok().and_then(|mut d| d.pop());
+                doc.insert("last_deploy".into(), json!(last));
+            }
+            doc
+        })
+        .collect())
+}
+
+fn list(service: &Service, public: &str, query: &str, minor: u32, detail: bool) -> Result<Answer, ApiError> {
+    let query = node_query::parse(query, minor, detail)?;
+    let own = query
+        .fields
+        .as_ref()
+        .is_none_or(|f| f.iter().any(|f| node_view::OWN_FIELDS.contains(&f.as_str())));
+    let (page, next) = query.page(documents(service, public, own)?)?;
+    let nodes: Vec<Value> = page
+        .into_iter()
+        .map(|doc| render(doc, minor, query.fields.as_deref()))
+        .collect();
+    let mut body = json!({ "nodes": nodes });
+    if let Some(next) = next {
+        let path = if detail { "nodes/detail" } else { "nodes" };
+        body["next"] = json!(format!("{public}/v1/{path}?{next}"));
+    }
+    Ok(Answer::Json(StatusCode::OK, body))
+}
+
+fn show(service: &Service, public: &str, node: &str, query: &str, minor: u32) -> Result<Answer, ApiError> {
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query).unwrap_or_default();
+    let mut fields = None;
+    for (name, value) in pairs {
+        match name.as_str() {
+            "fields" if minor < 8 => return Err(RequestError::NotAcceptable.into()),
+            "fields" => fields = Some(value.split(',').map(|f| f.trim().to_owned()).collect::<Vec<_>>()),
+            other => {
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    format!("Unexpected arguments: {other}"),
+                ));
+            }
+        }
+    }
+    if let Some(fields) = &fields {
+        node_view::check_fields(fields, minor).map_err(|(newer, message)| {
+            if newer {
+                ApiError::from(RequestError::NotAcceptable)
+            } else {
+                ApiError::new(StatusCode::BAD_REQUEST, message)
+            }
+        })?;
+    }
+    let uuid = service
+        .spec(node)
+        .map_or_else(|_| node.to_ascii_lowercase(), |s| s.uuid.clone());
+    let row = service
+        .store
+        .node(&uuid)
+        .map_err(RequestError::from)?
+        .ok_or_else(|| RequestError::UnknownNode(node.to_owned()))?;
+    let facts = NodeFacts {
+        row: &row,
+        spec: service.spec(&uuid).ok(),
+        public_url: public,
+        host: &service.host,
+    };
+    let mut doc = ironic_document(&facts);
+    let deploys = service.store.deploys(&uuid).unwrap_or_default();
+    doc.insert("progress".into(), json!(service.progress(&uuid)));
+    doc.insert("last_deploy".into(), json!(deploys.last()));
+    doc.insert("events".into(), json!(service.store.events(&uuid).unwrap_or_default()));
+    doc.insert("deploys".into(), json!(deploys));
+    Ok(Answer::Json(StatusCode::OK, render(doc, minor, fields.as_deref())))
+}
+
+async fn provision(service: &Arc<Service>, node: &str, body: &Bytes, minor: u32) -> Result<Answer, ApiError> {
+    // The node first: an unknown node is a 404 whatever the body says.
+    service.spec(node)?;
+    let request = parse_request(body, minor)?;
+    if let Some(drive) = request.configdrive.clone() {
+        tokio::task::spawn_blocking(move || check_configdrive(&drive))
+            .await
+            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
+    }
+    service.provision(node, &request)?;
+    Ok(Answer::Empty(StatusCode::ACCEPTED))
+}
+
+fn metrics(service: &Service) -> Result<String, ApiError> {
+    let rows = service.store.nodes().map_err(RequestError::from)?;
+    let counts: Vec<(ProvisionState, u64)> = ProvisionState::ALL
+        .iter()
+        .map(|&state| {
+            let n = rows.iter().filter(|r| r.provision_state == state).count();
+            (state, u64::try_from(n).unwrap_or(u64::MAX))
+        })
+        .collect();
+    Ok(service.metrics.render(&counts))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Route, route};
+
+    #[test]
+    fn routes_ignore_trailing_slashes_and_a_missing_v1() {
+        let node = |s: &str| Some(Route::Show(s.to_owned()));
+        assert_eq!(route("/"), Some(Route::Root));
+        assert_eq!(route(""), Some(Route::Root));
+        assert_eq!(route("/v1"), Some(Route::V1));
+        assert_eq!(route("/v1/"), Some(Route::V1));
+        assert_eq!(route("/v1/nodes/"), Some(Route::List { detail: false }));
+        assert_eq!(route("/nodes"), Some(Route::List { detail: false }));
+        assert_eq!(route("/v1/nodes/detail/"), Some(Route::List { detail: true }));
+        assert_eq!(route("/v1/nodes/rack1-node1"), node("rack1-node1"));
+        assert_eq!(route("/v1/nodes/rack1-node1/"), node("rack1-node1"));
+        assert_eq!(
+            route("/v1/nodes/n1/states/provision/"),
+            Some(Route::Provision("n1".into()))
+        );
+        assert_eq!(
+            route("/nodes/n1/vendor_passthru/pass_deploy_info"),
+            Some(Route::Callback {
+                node: "n1".into(),
+                method: Some("pass_deploy_info".into())
+            })
+        );
+        assert_eq!(route("/metrics"), Some(Route::Metrics));
+        assert_eq!(route("/v1/metrics"), None);
+        assert_eq!(route("/v1/ports"), None);
+        assert_eq!(route("/v1/nodes/n1/states"), None);
+        assert!(
+            Route::Callback {
+                node: String::new(),
+                method: None
+            }
+            .is_public()
+        );
+        assert!(!Route::Provision(String::new()).is_public() && !Route::Metrics.is_public());
+    }
+}
