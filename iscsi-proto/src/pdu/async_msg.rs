@@ -2,7 +2,7 @@
 //! such as a SCSI unit attention or a request to log out.
 
 use super::field::*;
-use super::wire::{lun_at, put_lun, put_u16, put_u32, u16_at, u32_at};
+use super::wire::{lun_at, put_lun, put_reserved, put_u16, put_u32, u16_at, u32_at};
 use super::{Bhs, Opcode, PduError};
 use crate::{CmdSn, Itt, Lun, StatSn};
 
@@ -71,6 +71,7 @@ impl AsyncMessage {
     }
 
     pub(crate) fn emit(&self, bhs: &mut Bhs) {
+        put_reserved(bhs, &[2..4, 20..24, 44..48]);
         bhs[OPCODE] = Opcode::ASYNC_MESSAGE.0;
         bhs[FLAGS] = FINAL_BIT;
         put_lun(bhs, self.lun);

@@ -2,7 +2,7 @@
 //! answer to an R2T.
 
 use super::field::*;
-use super::wire::{lun_at, put_lun, put_u32, u32_at};
+use super::wire::{lun_at, put_lun, put_reserved, put_u32, u32_at};
 use super::{Bhs, Opcode, PduError};
 use crate::{DataSn, Itt, Lun, StatSn, Ttt};
 
@@ -46,6 +46,7 @@ impl DataOut {
     }
 
     pub(crate) fn emit(&self, bhs: &mut Bhs) {
+        put_reserved(bhs, &[2..4, 24..28, 32..36, 44..48]);
         bhs[OPCODE] = Opcode::DATA_OUT.0;
         bhs[FLAGS] = if self.final_ { FINAL_BIT } else { 0 };
         put_lun(bhs, self.lun);

@@ -7,7 +7,7 @@
 //! state machine's job (see [`crate::login`]), not the PDU parser's.
 
 use super::field::*;
-use super::wire::{put_u16, put_u32, u16_at, u32_at};
+use super::wire::{put_reserved, put_u16, put_u32, u16_at, u32_at};
 use super::{Bhs, Opcode, PduError};
 use crate::{CmdSn, Itt, StatSn};
 use core::fmt;
@@ -208,6 +208,7 @@ impl LoginRequest {
 
     pub(crate) fn emit(&self, bhs: &mut Bhs) {
         // 11.12: the I bit "is always 1" on a Login Request.
+        put_reserved(bhs, &[22..24, 32..48]);
         bhs[OPCODE] = Opcode::LOGIN_REQUEST.0 | IMMEDIATE_BIT;
         bhs[FLAGS] = stage_flags(self.transit, self.cont, self.csg, self.nsg);
         bhs[VERSION_MAX] = self.version_max;
@@ -263,6 +264,7 @@ impl LoginResponse {
     }
 
     pub(crate) fn emit(&self, bhs: &mut Bhs) {
+        put_reserved(bhs, &[20..24, 38..48]);
         bhs[OPCODE] = Opcode::LOGIN_RESPONSE.0;
         bhs[FLAGS] = stage_flags(self.transit, self.cont, self.csg, self.nsg);
         bhs[VERSION_MAX] = self.version_max;

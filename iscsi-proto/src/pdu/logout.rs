@@ -1,7 +1,7 @@
 //! Logout Request (RFC 7143 section 11.14) and Logout Response (11.15).
 
 use super::field::*;
-use super::wire::{put_u16, put_u32, u16_at, u32_at};
+use super::wire::{put_reserved, put_u16, put_u32, u16_at, u32_at};
 use super::{Bhs, Cid, Opcode, PduError};
 use crate::{CmdSn, Itt, StatSn};
 
@@ -64,6 +64,7 @@ impl LogoutRequest {
     }
 
     pub(crate) fn emit(&self, bhs: &mut Bhs) {
+        put_reserved(bhs, &[2..4, 8..16, 22..24, 32..48]);
         bhs[OPCODE] = Opcode::LOGOUT_REQUEST.0 | if self.immediate { IMMEDIATE_BIT } else { 0 };
         bhs[FLAGS] = FINAL_BIT | (self.reason.0 & REASON_MASK);
         put_u32(bhs, ITT, self.itt.0);
@@ -101,6 +102,7 @@ impl LogoutResponse {
     }
 
     pub(crate) fn emit(&self, bhs: &mut Bhs) {
+        put_reserved(bhs, &[3..4, 8..16, 20..24, 36..40, 44..48]);
         bhs[OPCODE] = Opcode::LOGOUT_RESPONSE.0;
         bhs[FLAGS] = FINAL_BIT;
         bhs[RESPONSE] = self.response.0;

@@ -198,6 +198,13 @@ pub(crate) mod wire {
     pub(crate) fn put_lun(bhs: &mut Bhs, lun: crate::Lun) {
         bhs[super::field::LUN].copy_from_slice(&lun.0);
     }
+    /// Zero the reserved `ranges`: an emitter writes every byte it owns,
+    /// so that a byte it forgets shows in the byte tests.
+    pub(crate) fn put_reserved(bhs: &mut Bhs, ranges: &[Field]) {
+        for range in ranges {
+            bhs[range.clone()].fill(0);
+        }
+    }
 }
 
 /// The typed header of any PDU.
@@ -282,7 +289,7 @@ impl Header {
     /// Write the BHS for this header, with `data_len` in its length field and
     /// the AHS length of whatever [`Header::emit_ahs`] writes.
     pub fn emit(&self, bhs: &mut Bhs, data_len: u32) {
-        bhs.fill(0);
+        // Every byte is written by the header itself (reserved ones as zero).
         for_each_header!(self, h => h.emit(bhs));
         let ahs_words = self.ahs_len() / 4;
         // ahs_len() is at most 255 words by construction (ScsiCommand caps it).

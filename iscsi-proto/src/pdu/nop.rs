@@ -2,7 +2,7 @@
 //! either direction, and the answers to them.
 
 use super::field::*;
-use super::wire::{lun_at, put_lun, put_u32, u32_at};
+use super::wire::{lun_at, put_lun, put_reserved, put_u32, u32_at};
 use super::{Bhs, Opcode, PduError};
 use crate::{CmdSn, Itt, Lun, StatSn, Ttt};
 
@@ -48,6 +48,7 @@ impl NopOut {
     }
 
     pub(crate) fn emit(&self, bhs: &mut Bhs) {
+        put_reserved(bhs, &[2..4, 32..48]);
         bhs[OPCODE] = Opcode::NOP_OUT.0 | if self.immediate { IMMEDIATE_BIT } else { 0 };
         bhs[FLAGS] = FINAL_BIT;
         put_lun(bhs, self.lun);
@@ -84,6 +85,7 @@ impl NopIn {
     }
 
     pub(crate) fn emit(&self, bhs: &mut Bhs) {
+        put_reserved(bhs, &[2..4, 36..48]);
         bhs[OPCODE] = Opcode::NOP_IN.0;
         bhs[FLAGS] = FINAL_BIT;
         put_lun(bhs, self.lun);

@@ -2,7 +2,7 @@
 //! holds the refused PDU's header.
 
 use super::field::*;
-use super::wire::{put_u32, u32_at};
+use super::wire::{put_reserved, put_u32, u32_at};
 use super::{Bhs, Opcode, PduError};
 use crate::{CmdSn, Itt, StatSn};
 
@@ -71,6 +71,7 @@ impl Reject {
     }
 
     pub(crate) fn emit(&self, bhs: &mut Bhs) {
+        put_reserved(bhs, &[3..4, 8..16, 20..24, 40..48]);
         bhs[OPCODE] = Opcode::REJECT.0;
         bhs[FLAGS] = FINAL_BIT;
         bhs[REASON] = self.reason.0;

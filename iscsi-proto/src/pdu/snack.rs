@@ -5,7 +5,7 @@
 //! name it properly.
 
 use super::field::*;
-use super::wire::{lun_at, put_lun, put_u32, u32_at};
+use super::wire::{lun_at, put_lun, put_reserved, put_u32, u32_at};
 use super::{Bhs, Opcode, PduError};
 use crate::{Itt, Lun, StatSn};
 
@@ -56,6 +56,7 @@ impl Snack {
     }
 
     pub(crate) fn emit(&self, bhs: &mut Bhs) {
+        put_reserved(bhs, &[2..4, 24..28, 32..40]);
         bhs[OPCODE] = Opcode::SNACK.0;
         bhs[FLAGS] = FINAL_BIT | (self.kind.0 & TYPE_MASK);
         put_lun(bhs, self.lun);

@@ -2,7 +2,7 @@
 //! (11.6): aborts and resets.
 
 use super::field::*;
-use super::wire::{lun_at, put_lun, put_u32, u32_at};
+use super::wire::{lun_at, put_lun, put_reserved, put_u32, u32_at};
 use super::{Bhs, Opcode, PduError};
 use crate::{CmdSn, DataSn, Itt, Lun, StatSn};
 
@@ -81,6 +81,7 @@ impl TaskMgmtRequest {
     }
 
     pub(crate) fn emit(&self, bhs: &mut Bhs) {
+        put_reserved(bhs, &[2..4, 40..48]);
         bhs[OPCODE] = Opcode::TASK_MGMT_REQUEST.0 | if self.immediate { IMMEDIATE_BIT } else { 0 };
         bhs[FLAGS] = FINAL_BIT | (self.function.0 & FUNCTION_MASK);
         put_lun(bhs, self.lun);
@@ -115,6 +116,7 @@ impl TaskMgmtResponse {
     }
 
     pub(crate) fn emit(&self, bhs: &mut Bhs) {
+        put_reserved(bhs, &[3..4, 8..16, 20..24, 36..48]);
         bhs[OPCODE] = Opcode::TASK_MGMT_RESPONSE.0;
         bhs[FLAGS] = FINAL_BIT;
         bhs[RESPONSE] = self.response.0;

@@ -2,7 +2,7 @@
 //! exchanges in full feature phase, SendTargets discovery among them.
 
 use super::field::*;
-use super::wire::{lun_at, put_lun, put_u32, u32_at};
+use super::wire::{lun_at, put_lun, put_reserved, put_u32, u32_at};
 use super::{Bhs, Opcode, PduError};
 use crate::{CmdSn, Itt, Lun, StatSn, Ttt};
 
@@ -57,6 +57,7 @@ impl TextRequest {
     }
 
     pub(crate) fn emit(&self, bhs: &mut Bhs) {
+        put_reserved(bhs, &[2..4, 32..48]);
         bhs[OPCODE] = Opcode::TEXT_REQUEST.0 | if self.immediate { IMMEDIATE_BIT } else { 0 };
         bhs[FLAGS] = (if self.final_ { FINAL_BIT } else { 0 }) | if self.cont { CONTINUE_BIT } else { 0 };
         put_lun(bhs, self.lun);
@@ -106,6 +107,7 @@ impl TextResponse {
     }
 
     pub(crate) fn emit(&self, bhs: &mut Bhs) {
+        put_reserved(bhs, &[2..4, 36..48]);
         bhs[OPCODE] = Opcode::TEXT_RESPONSE.0;
         bhs[FLAGS] = (if self.final_ { FINAL_BIT } else { 0 }) | if self.cont { CONTINUE_BIT } else { 0 };
         put_lun(bhs, self.lun);
