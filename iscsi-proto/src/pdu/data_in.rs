@@ -3,7 +3,7 @@
 
 use super::field::*;
 use super::scsi_response::Residual;
-use super::wire::{lun_at, put_lun, put_reserved, put_u32, u32_at};
+use super::wire::{lun_at, put_lun, put_u32, u32_at};
 use super::{Bhs, Opcode, PduError};
 use crate::scsi::ScsiStatus;
 use crate::{CmdSn, DataSn, Itt, Lun, StatSn, Ttt};
@@ -85,7 +85,7 @@ impl DataIn {
 
     pub(crate) fn emit(&self, bhs: &mut Bhs) {
         let (over, under, count) = self.residual.encode();
-        put_reserved(bhs, &[2..3]);
+        bhs[2..3].fill(0); // reserved
         bhs[OPCODE] = Opcode::DATA_IN.0;
         bhs[FLAGS] = (if self.final_ || self.status.is_some() {
             FINAL_BIT

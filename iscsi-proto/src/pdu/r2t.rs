@@ -2,7 +2,7 @@
 //! write data.
 
 use super::field::*;
-use super::wire::{lun_at, put_lun, put_reserved, put_u32, u32_at};
+use super::wire::{lun_at, put_lun, put_u32, u32_at};
 use super::{Bhs, Opcode, PduError};
 use crate::{CmdSn, Itt, Lun, R2tSn, StatSn, Ttt};
 
@@ -57,7 +57,7 @@ impl R2t {
     }
 
     pub(crate) fn emit(&self, bhs: &mut Bhs) {
-        put_reserved(bhs, &[2..4]);
+        bhs[2..4].fill(0); // reserved
         bhs[OPCODE] = Opcode::R2T.0;
         bhs[FLAGS] = FINAL_BIT;
         put_lun(bhs, self.lun);

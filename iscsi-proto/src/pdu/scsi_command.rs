@@ -3,7 +3,7 @@
 //! data length (type 2).
 
 use super::field::*;
-use super::wire::{lun_at, put_lun, put_reserved, put_u32, u32_at};
+use super::wire::{lun_at, put_lun, put_u32, u32_at};
 use super::{Bhs, Opcode, PduError};
 use crate::{CmdSn, Itt, Lun, StatSn};
 use byteorder::{BigEndian, ByteOrder};
@@ -124,7 +124,7 @@ impl ScsiCommand {
     }
 
     pub(crate) fn emit(&self, bhs: &mut Bhs) {
-        put_reserved(bhs, &[2..4]);
+        bhs[2..4].fill(0); // reserved
         bhs[OPCODE] = Opcode::SCSI_COMMAND.0 | if self.immediate { IMMEDIATE_BIT } else { 0 };
         bhs[FLAGS] = (if self.final_ { FINAL_BIT } else { 0 })
             | (if self.read { READ_BIT } else { 0 })

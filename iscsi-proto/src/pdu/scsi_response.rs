@@ -2,7 +2,7 @@
 //! residual counts and, on CHECK CONDITION, sense data.
 
 use super::field::*;
-use super::wire::{put_reserved, put_u32, u32_at};
+use super::wire::{put_u32, u32_at};
 use super::{Bhs, Opcode, PduError};
 use crate::scsi::ScsiStatus;
 use crate::{CmdSn, DataSn, Itt, StatSn};
@@ -133,7 +133,7 @@ impl ScsiResponse {
     pub(crate) fn emit(&self, bhs: &mut Bhs) {
         let (over, under, count) = self.residual.encode();
         let (bidi_over, bidi_under, bidi_count) = self.bidi_read_residual.encode();
-        put_reserved(bhs, &[8..16]);
+        bhs[8..16].fill(0); // reserved
         bhs[OPCODE] = Opcode::SCSI_RESPONSE.0;
         bhs[FLAGS] = FINAL_BIT
             | if bidi_over { BIDI_OVERFLOW_BIT } else { 0 }
