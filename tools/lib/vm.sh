@@ -1,9 +1,10 @@
 # shellcheck shell=bash
-# Shared machinery of the virtual-machine tests (tools/e2e-vm) and of
-# tools/build-ramdisk: Debian packages fetched and unpacked (never
-# installed), kernel modules with their dependencies, qemu by software
-# emulation on a restricted user-mode network, and a failure report with the
-# serial console's tail and the host programs' logs.
+# Shared machinery of the virtual-machine tests (tools/e2e-vm,
+# tools/e2e-kernel, tools/conformance --lio) and of tools/build-ramdisk:
+# Debian packages fetched and unpacked (never installed), kernel modules with
+# their dependencies, a guest initramfs, qemu by software emulation on a
+# restricted user-mode network, a command channel into the guest, and a
+# failure report with the serial console's tail and the host programs' logs.
 #
 # Source it from a script that has cd'ed to the repository's root, after
 # setting VM_NAME (the log prefix). Functions are vm_*; globals VM_*.
@@ -34,6 +35,12 @@ vm_report() {
     if [ -n "$VM_WORK" ] && [ -s "$VM_WORK/qemu.log" ]; then
         echo "--- qemu ---" >&2
         tail -n 20 "$VM_WORK/qemu.log" >&2
+    fi
+    # The guest's own view, while it still answers: the kernel's log, and
+    # whatever $VM_GUEST_REPORT (a guest command) adds.
+    if [ -n "${VM_CONTROL_PORT:-}" ] && [ -n "$VM_QEMU_PID" ] && kill -0 "$VM_QEMU_PID" 2>/dev/null; then
+        echo "--- guest: dmesg (last 40 lines) ---" >&2
+        vm_guest --timeout 10 "dmesg | tail -n 40; ${VM_GUEST_REPORT:-}" >&2 || true
     fi
     for entry in "${VM_LOGS[@]}"; do
         label=${entry%%|*}
@@ -131,6 +138,61 @@ vm_fetch_kernel() {
     basename "$dl/$pkg"_*.deb > "$partial/.extracted" || return 1
     mv "$partial" "$VM_CACHE/$pkg" || return 1
     rm -rf "$dl"
+}
+
+# vm_debs DEST PACKAGE...: the candidate version of each package, kept in
+# $VM_CACHE/debs (downloaded when that version is not there yet), unpacked
+# into DEST. Prints "package version" lines to $DEST/.versions.
+vm_debs() {
+    local dest=$1 debs=$VM_CACHE/debs pkg version arch file missing=()
+    shift
+    mkdir -p "$debs" "$dest"
+    : > "$dest/.versions"
+    while read -r pkg version arch; do
+        file="$debs/${pkg}_${version//:/%3a}_$arch.deb"
+        [ -e "$file" ] || missing+=("$pkg=$version")
+        echo "$pkg $version" >> "$dest/.versions"
+    done < <(apt-cache show --no-all-versions "$@" 2>/dev/null |
+        awk '/^Package: / { p = $2 } /^Version: / { v = $2 } /^Architecture: / { a = $2 } /^$/ && p { print p, v, a; p = "" } END { if (p) print p, v, a }')
+    [ "$(wc -l < "$dest/.versions")" = "$#" ] ||
+        vm_fail "apt-cache knows only $(cut -d' ' -f1 "$dest/.versions" | tr '\n' ' ')of: $* (apt-get update?)"
+    if [ "${#missing[@]}" -gt 0 ]; then
+        vm_log "downloading ${#missing[@]} Debian packages into $debs (unpacked for the guest, never installed)"
+        (cd "$debs" && apt-get -o APT::Sandbox::User=root download -qq "${missing[@]}") ||
+            vm_fail "apt-get download ${missing[*]} failed"
+    fi
+    while read -r pkg version; do
+        dpkg-deb -x "$debs/${pkg}_${version//:/%3a}_"*.deb "$dest" || vm_fail "cannot unpack $pkg $version"
+    done < "$dest/.versions"
+}
+
+# vm_install_binaries FROM ROOT PATH...: copy each PATH (relative to the
+# unpacked packages in FROM) into ROOT at the same place, with the shared
+# libraries it needs, found in FROM only (by FROM's own dynamic loader).
+vm_install_binaries() {
+    local from=$1 root=$2 path lib dir libpath
+    shift 2
+    local loader=$from/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2
+    [ -x "$loader" ] || vm_fail "no dynamic loader in $from (add libc6 to the packages)"
+    libpath=$from/lib/x86_64-linux-gnu:$from/usr/lib/x86_64-linux-gnu
+    mkdir -p "$root/lib/x86_64-linux-gnu" "$root/lib64"
+    cp -L "$loader" "$root/lib/x86_64-linux-gnu/"
+    ln -sf /lib/x86_64-linux-gnu/ld-linux-x86-64.so.2 "$root/lib64/ld-linux-x86-64.so.2"
+    for path in "$@"; do
+        [ -f "$from/$path" ] || vm_fail "no $path in the unpacked packages"
+        dir=$(dirname "$path")
+        mkdir -p "$root/$dir"
+        cp -L "$from/$path" "$root/$path"
+        while read -r lib; do
+            case "$lib" in
+                "not found:"*) vm_fail "$path needs ${lib#not found:}, which no listed package holds" ;;
+                "$from"/*) cp -L "$lib" "$root/lib/x86_64-linux-gnu/" ;;
+                *) vm_fail "$path needs $lib from outside the packages" ;;
+            esac
+        done < <("$loader" --library-path "$libpath" --list "$from/$path" |
+            awk '$2 == "=>" && $3 == "not" { print "not found:" $1; next }
+                 $2 == "=>" { print $3 } $1 ~ /^\// { print $1 }' | grep -v "ld-linux-x86-64.so.2$" || true)
+    done
 }
 
 # --- kernel modules ---------------------------------------------------------
@@ -262,3 +324,224 @@ vm_qemu_wait() {
     return "$rc"
 }
 
+# --- the tools guest: Debian's userland, the kernel's iSCSI and LIO ---------
+
+# What the guest that plays a conductor or hosts LIO carries: open-iscsi,
+# parted, util-linux, e2fsprogs, coreutils' dd and sha256sum, dash as /bin/sh
+# (busybox's sh would run its own dd, mkswap and sha256sum instead of
+# Debian's), static busybox for the rest, and the libraries they need.
+VM_GUEST_PACKAGES=(busybox-static dash open-iscsi libopeniscsiusr libisns0 parted libparted2
+    util-linux libsmartcols1 libmount1 libblkid1 libuuid1 e2fsprogs libext2fs2 libcom-err2 libss2
+    coreutils libacl1 libattr1 libgmp10 libc6 libssl3 libkmod2 liblzma5 libzstd1 libsystemd0
+    libcap2 libgcrypt20 libgpg-error0 liblz4-1 libselinux1 libpcre2-8-0 libreadline8 libtinfo6
+    libdevmapper1.02.1 libudev1)
+VM_GUEST_BINARIES=(bin/dash sbin/iscsiadm sbin/iscsid sbin/parted sbin/mkswap sbin/mkfs sbin/mkfs.ext4
+    sbin/mke2fs sbin/blkid bin/dd usr/bin/sha256sum)
+VM_GUEST_MODULES=virtio_pci,virtio_blk,virtio_net,crc32c_generic,crc32c_intel,iscsi_tcp,sd_mod,configfs,target_core_iblock,target_core_file,iscsi_target_mod
+# The guest's address on qemu's user-mode network, and its command port.
+VM_GUEST_ADDR=10.0.2.15
+VM_GUEST_CONTROL=5555
+
+# vm_guest_initramfs: the tools guest's initramfs for kernel $VM_KVER (from
+# vm_kernel), built once per kernel, package versions and this file into
+# $VM_CACHE; sets VM_INITRD and VM_GUEST_VERSIONS (a file of "package
+# version" lines).
+vm_guest_initramfs() {
+    local stage=$VM_CACHE/guest-packages key root
+    rm -rf "$stage"
+    vm_debs "$stage" "${VM_GUEST_PACKAGES[@]}"
+    key=$( { echo "$VM_KVER $VM_GUEST_MODULES ${VM_GUEST_BINARIES[*]}"; cat "$stage/.versions" "${BASH_SOURCE[0]}"; } | sha256sum | cut -c1-12)
+    VM_INITRD=$VM_CACHE/guest-ramdisk-$key-$VM_KVER.cpio.gz
+    VM_GUEST_VERSIONS=$VM_CACHE/guest-packages-$key.txt
+    if [ -s "$VM_INITRD" ] && [ -s "$VM_GUEST_VERSIONS" ]; then
+        vm_log "guest initramfs: cached in $VM_INITRD"
+        rm -rf "$stage"
+        return 0
+    fi
+    rm -f "$VM_CACHE"/guest-ramdisk-*.cpio.gz "$VM_CACHE"/guest-packages-*.txt
+    root=$(mktemp -d "${TMPDIR:-/tmp}/vm-guest.XXXXXX")
+    vm_install_binaries "$stage" "$root" "${VM_GUEST_BINARIES[@]}"
+    mkdir -p "$root"/{bb,bin,sbin,usr/bin,usr/sbin,dev,proc,sys,run,tmp,etc/iscsi,var/lock,var/lib/iscsi}
+    cp -a "$stage/etc/iscsi/iscsid.conf" "$root/etc/iscsi/"
+    cp -a "$stage/etc/mke2fs.conf" "$root/etc/"
+    # iscsid answers only root, whom it looks up by name.
+    echo "root:x:0:0:root:/:/bin/sh" > "$root/etc/passwd"
+    echo "root:x:0:" > "$root/etc/group"
+    install -m 755 "$stage/bin/busybox" "$root/bb/busybox"
+    for applet in $("$stage/bin/busybox" --list); do
+        [ -e "$root/bb/$applet" ] || ln -s busybox "$root/bb/$applet"
+    done
+    ln -sf dash "$root/bin/sh"
+    vm_resolve_modules "$VM_KDIR/lib/modules/$VM_KVER" "$VM_GUEST_MODULES"
+    vm_copy_modules "$VM_KDIR/lib/modules/$VM_KVER" "$root"
+    cat > "$root/init" <<'INIT'
+#!/bin/sh
+# The tools guest's first process: modules, file systems, the network, then
+# a command server for the host on port 5555 (one script a connection).
+export PATH=/usr/sbin:/usr/bin:/sbin:/bin:/bb
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+mount -t tmpfs tmpfs /run
+mount -t tmpfs tmpfs /tmp
+mkdir -p /run/lock/iscsi /dev/pts && mount -t devpts devpts /dev/pts
+while read -r m; do
+    insmod "/lib/modules/$m" || echo "vm-guest: cannot load $m"
+done < /lib/modules/load-order
+mount -t configfs configfs /sys/kernel/config
+ip link set lo up
+ip link set eth0 up
+ip addr add 10.0.2.15/24 dev eth0
+ip route add default via 10.0.2.2
+echo "InitiatorName=iqn.2005-03.org.open-iscsi:vm-guest" > /etc/iscsi/initiatorname.iscsi
+nc -ll -p 5555 -e /bb/vm-command &
+echo "vm-guest: ready"
+while :; do sleep 3600; done
+INIT
+    cat > "$root/bb/vm-command" <<'CMD'
+#!/bin/sh
+# One command from the host: its length in bytes on a line, then the
+# script; answers with the script's output and "vm-guest: exit STATUS".
+read -r n
+f=/tmp/command.$$
+head -c "$n" > "$f"
+sh "$f" 2>&1 </dev/null
+echo "vm-guest: exit $?"
+rm -f "$f"
+CMD
+    cat > "$root/bb/disk-by-serial" <<'SERIAL'
+#!/bin/sh
+# The /dev node of the virtio disk whose serial is $1.
+for d in /sys/block/vd*; do
+    [ "$(cat "$d/serial" 2>/dev/null)" = "$1" ] && { echo "/dev/${d##*/}"; exit 0; }
+done
+echo "no virtio disk with serial $1" >&2
+exit 1
+SERIAL
+    cat > "$root/bb/lio-export" <<'LIO'
+#!/bin/sh
+# Export block devices with LIO through configfs (no targetcli):
+#   lio-export IQN [--chap USER SECRET [--mutual USER SECRET]] DEVICE...
+# DEVICE i becomes LUN i (from 0) of IQN's portal group 1 on 0.0.0.0:3260,
+# open to any initiator (demo mode, writable); with --chap, logins need
+# CHAP (and the target proves itself back with --mutual).
+set -e
+iqn=$1
+shift
+chap_user= chap_secret= mutual_user= mutual_secret=
+if [ "$1" = --chap ]; then chap_user=$2; chap_secret=$3; shift 3; fi
+if [ "$1" = --mutual ]; then mutual_user=$2; mutual_secret=$3; shift 3; fi
+t=/sys/kernel/config/target
+tpg=$t/iscsi/$iqn/tpgt_1
+# Persistent reservations keep their APTPL state here, in a file named for
+# the unit serial number.
+mkdir -p "$tpg" /var/target/pr
+lun=0
+for dev in "$@"; do
+    name=$(echo "$iqn-$lun" | tr -c 'a-zA-Z0-9_\n' _)
+    store=$t/core/iblock_0/$name
+    mkdir -p "$store"
+    echo "udev_path=$dev" > "$store/control"
+    echo 1 > "$store/enable"
+    echo "$name" > "$store/wwn/vpd_unit_serial"
+    # UNMAP and WRITE SAME with UNMAP where the disk can discard (qemu's
+    # discard=unmap), as targetcli leaves to the administrator.
+    if [ "$(cat "/sys/block/${dev#/dev/}/queue/discard_max_bytes")" != 0 ]; then
+        echo 1 > "$store/attrib/emulate_tpu"
+        echo 1 > "$store/attrib/emulate_tpws"
+    fi
+    mkdir "$tpg/lun/lun_$lun"
+    ln -s "$store" "$tpg/lun/lun_$lun/$name"
+    lun=$((lun + 1))
+done
+mkdir -p "$tpg/np/0.0.0.0:3260"
+echo 1 > "$tpg/attrib/generate_node_acls"
+echo 1 > "$tpg/attrib/cache_dynamic_acls"
+echo 0 > "$tpg/attrib/demo_mode_write_protect"
+if [ -n "$chap_user" ]; then
+    # Without a newline: LIO keeps what is written, byte for byte.
+    printf %s "$chap_user" > "$tpg/auth/userid"
+    printf %s "$chap_secret" > "$tpg/auth/password"
+    if [ -n "$mutual_user" ]; then
+        printf %s "$mutual_user" > "$tpg/auth/userid_mutual"
+        printf %s "$mutual_secret" > "$tpg/auth/password_mutual"
+    fi
+    echo 1 > "$tpg/attrib/authentication"
+else
+    echo 0 > "$tpg/attrib/authentication"
+fi
+echo 1 > "$tpg/enable"
+echo "lio-export: $iqn on 0.0.0.0:3260, LUNs 0-$((lun - 1)): $*${chap_user:+ (CHAP${mutual_user:+, mutual})}"
+LIO
+    chmod 755 "$root/init" "$root/bb/vm-command" "$root/bb/disk-by-serial" "$root/bb/lio-export"
+    vm_pack "$root" "$VM_INITRD"
+    rm -rf "$root"
+    cp "$stage/.versions" "$VM_GUEST_VERSIONS"
+    rm -rf "$stage"
+    vm_log "guest initramfs: $VM_INITRD ($(du -h "$VM_INITRD" | cut -f1))"
+}
+
+# vm_guest_boot CONTROL_PORT NETDEV [QEMU ARG...]: boot the tools guest
+# (vm_kernel and vm_guest_initramfs first) with its command port forwarded
+# from 127.0.0.1:CONTROL_PORT and NETDEV's own forwards; wait until it is
+# ready (at most 180 s).
+vm_guest_boot() {
+    local port=$1 netdev=$2 deadline
+    shift 2
+    VM_CONTROL_PORT=$port
+    VM_LOGS+=("guest commands|$VM_WORK/guest.log")
+    vm_qemu "$VM_KERNEL" "$VM_INITRD" "console=ttyS0 panic=-1 quiet" \
+        "hostfwd=tcp:127.0.0.1:$port-:$VM_GUEST_CONTROL,$netdev" "$@"
+    deadline=$((SECONDS + 180))
+    until grep -q "vm-guest: ready" "$VM_WORK/serial.log" 2>/dev/null; do
+        kill -0 "$VM_QEMU_PID" 2>/dev/null || vm_fail "qemu exited while the guest booted"
+        [ "$SECONDS" -lt "$deadline" ] || vm_fail "the guest was not ready within 180 s"
+        sleep 0.2
+    done
+}
+
+# vm_guest [--timeout SECONDS] SCRIPT: run SCRIPT with the guest's sh, its
+# output on stdout and in $VM_WORK/guest.log; returns its exit status (255
+# when the answer was cut off or did not come in time, default 300 s).
+vm_guest() {
+    local timeout=300
+    if [ "$1" = --timeout ]; then timeout=$2; shift 2; fi
+    printf '### %s\n' "$1" >> "$VM_WORK/guest.log"
+    python3 - "$VM_CONTROL_PORT" "$timeout" "$1" "$VM_WORK/guest.log" <<'PY'
+import socket, sys, time
+port, timeout, script, logname = int(sys.argv[1]), float(sys.argv[2]), sys.argv[3].encode(), sys.argv[4]
+deadline = time.monotonic() + timeout
+log = open(logname, "ab")
+status = 255
+try:
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    s.sendall(b"%d\n" % len(script) + script)
+    pending = b""
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError(f"no answer within {timeout:.0f} s")
+        s.settimeout(left)
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        pending += chunk
+        *lines, pending = pending.split(b"\n")
+        for line in lines:
+            log.write(line + b"\n")
+            if line.startswith(b"vm-guest: exit "):
+                # The end, even while a background job still holds the socket.
+                status = int(line.split()[-1])
+                pending = None
+                break
+            else:
+                sys.stdout.buffer.write(line + b"\n")
+        sys.stdout.flush()
+        if pending is None:
+            break
+except (OSError, TimeoutError) as e:
+    log.write(f"vm-guest: {e}\n".encode())
+    print(f"vm-guest: {e}", file=sys.stderr)
+sys.exit(status)
+PY
+}
