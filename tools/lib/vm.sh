@@ -147,15 +147,22 @@ vm_debs() {
     local dest=$1 debs=$VM_CACHE/debs pkg version arch file missing=()
     shift
     mkdir -p "$debs" "$dest"
+    # Each package's candidate, as "package version architecture"; with no
+    # package index yet (a fresh machine), after one apt-get update.
+    local candidates
+    candidates=$(vm_candidates "$@")
+    if [ "$(wc -l <<<"$candidates")" != "$#" ]; then
+        apt-get update -qq
+        candidates=$(vm_candidates "$@")
+        [ "$(wc -l <<<"$candidates")" = "$#" ] ||
+            vm_fail "apt-cache knows only $(cut -d' ' -f1 <<<"$candidates" | tr '\n' ' ')of: $*"
+    fi
     : > "$dest/.versions"
     while read -r pkg version arch; do
         file="$debs/${pkg}_${version//:/%3a}_$arch.deb"
         [ -e "$file" ] || missing+=("$pkg=$version")
         echo "$pkg $version" >> "$dest/.versions"
-    done < <(apt-cache show --no-all-versions "$@" 2>/dev/null |
-        awk '/^Package: / { p = $2 } /^Version: / { v = $2 } /^Architecture: / { a = $2 } /^$/ && p { print p, v, a; p = "" } END { if (p) print p, v, a }')
-    [ "$(wc -l < "$dest/.versions")" = "$#" ] ||
-        vm_fail "apt-cache knows only $(cut -d' ' -f1 "$dest/.versions" | tr '\n' ' ')of: $* (apt-get update?)"
+    done <<<"$candidates"
     if [ "${#missing[@]}" -gt 0 ]; then
         vm_log "downloading ${#missing[@]} Debian packages into $debs (unpacked for the guest, never installed)"
         (cd "$debs" && apt-get -o APT::Sandbox::User=root download -qq "${missing[@]}") ||
@@ -164,6 +171,12 @@ vm_debs() {
     while read -r pkg version; do
         dpkg-deb -x "$debs/${pkg}_${version//:/%3a}_"*.deb "$dest" || vm_fail "cannot unpack $pkg $version"
     done < "$dest/.versions"
+}
+
+vm_candidates() {
+    apt-cache show --no-all-versions "$@" 2>/dev/null |
+        awk '/^Package: / { p = $2 } /^Version: / { v = $2 } /^Architecture: / { a = $2 }
+             /^$/ && p { print p, v, a; p = "" } END { if (p) print p, v, a }'
 }
 
 # vm_install_binaries FROM ROOT PATH...: copy each PATH (relative to the
