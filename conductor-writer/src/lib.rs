@@ -30,5 +30,6 @@ pub mod disk;
 pub mod initiator;
 pub mod service;
 pub mod source;
+pub mod tls;
 pub mod url;
 pub mod write;

@@ -7,7 +7,7 @@ use conductor_writer::deploy::table::Label;
 use conductor_writer::deploy::{DeployOptions, ImageType};
 use conductor_writer::initiator::Recovery;
 use conductor_writer::service::{self, ServiceOptions};
-use conductor_writer::source::{Checksum, FormatChoice, OpenOptions};
+use conductor_writer::source::{Checksum, FormatChoice, OpenOptions, Origin};
 use conductor_writer::url::IscsiUrl;
 use conductor_writer::write::WriteOptions;
 use iscsi_proto::login::{Credentials, DeployRole};
@@ -90,15 +90,24 @@ enum Format {
 
 #[derive(Debug, clap::Args)]
 struct ImageArgs {
-    /// The image file.
-    image: PathBuf,
+    /// The image: a file, an http:// or https:// URL, or - for standard input (raw, or a
+    /// gzip, zstd or xz stream of raw).
+    #[arg(value_parser = parse_origin)]
+    image: Origin,
     /// The LUN: iscsi://[user%secret@]HOST[:PORT]/IQN/LUN
     url: IscsiUrl,
     /// Image format.
     #[arg(long, value_enum, default_value_t = Format::Auto)]
     format: Format,
+    /// CA certificates (PEM) that https images are signed by (default: the built-in roots).
+    #[arg(long)]
+    ca_cert: Option<PathBuf>,
     #[command(flatten)]
     io: TransferArgs,
+}
+
+fn parse_origin(arg: &str) -> Result<Origin, String> {
+    Ok(Origin::parse(arg))
 }
 
 /// How to talk to the target and to the user; shared by the commands that
@@ -141,7 +150,13 @@ impl Format {
 }
 
 impl ImageArgs {
-    fn write_args(&self, checksum: Option<Checksum>, verify: bool, skip_zeroes: bool) -> WriteArgs {
+    fn write_args(
+        &self,
+        checksum: Option<Checksum>,
+        verify: bool,
+        skip_zeroes: bool,
+        checksum_first: bool,
+    ) -> WriteArgs {
         WriteArgs {
             format: self.format.choice(),
             checksum,
@@ -154,6 +169,9 @@ impl ImageArgs {
             verify,
             progress: self.io.progress(),
             backing_files: !self.io.no_backing_files,
+            ca_cert: self.ca_cert.clone(),
+            checksum_first,
+            http_timeout: Duration::from_secs(self.io.login.timeout.max(1)),
         }
     }
 }
@@ -167,9 +185,13 @@ enum Command {
         /// Read the disk back and compare.
         #[arg(long)]
         verify: bool,
-        /// sha256:HEX or md5:HEX of the image file, checked before writing.
+        /// sha256:HEX or md5:HEX of the image file: checked before writing for a local
+        /// file, on the bytes as they stream for a URL or standard input.
         #[arg(long)]
         checksum: Option<Checksum>,
+        /// For a URL: download to a temporary file and check --checksum before writing.
+        #[arg(long, requires = "checksum")]
+        checksum_first: bool,
         /// Leave zero runs untouched (for disks known to be zeroed).
         #[arg(long)]
         skip_zeroes: bool,
@@ -420,9 +442,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             image,
             verify,
             checksum,
+            checksum_first,
             skip_zeroes,
         } => {
-            let args = image.write_args(checksum, verify, skip_zeroes);
+            let args = image.write_args(checksum, verify, skip_zeroes, checksum_first);
             let summary = cli::write(&image.image, &image.url, &image.io.login.login(), &args).await?;
             if image.io.json {
                 println!("{}", serde_json::to_string(&summary)?);
@@ -431,15 +454,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Verify { image } => {
-            let args = image.write_args(None, true, false);
+            let args = image.write_args(None, true, false, false);
             cli::verify(&image.image, &image.url, &image.io.login.login(), &args).await?;
             if image.io.json {
                 println!(
                     "{}",
-                    serde_json::json!({ "image": image.image, "target": image.url.to_string(), "verified": true })
+                    serde_json::json!({ "image": image.image.to_string(), "target": image.url.to_string(), "verified": true })
                 );
             } else {
-                println!("{} matches {}", image.url, image.image.display());
+                println!("{} matches {}", image.url, image.image);
             }
         }
         Command::Discover { portal, login, json } => {
