@@ -8,6 +8,8 @@
 //! - [`rootfs`]: a GRUB-recording root file system and loop devices, for local boots.
 //! - [`tftpd`]: a private tftpd-hpa, the boot server with the auth token.
 //! - [`proxy`]: a TCP proxy that cuts or freezes connections at chosen points.
+//! - [`web`]: Debian's nginx on loopback (http and https, with a CA made
+//!   here), a proxy that cuts its answers short, peak memory of a process.
 //! - [`initiator`]: a deliberately simple blocking initiator over
 //!   `iscsi-proto`, one command at a time, to drive any target from a test.
 //!
@@ -22,6 +24,7 @@ pub mod ramdisk;
 pub mod rootfs;
 pub mod tftpd;
 pub mod tgtd;
+pub mod web;
 
 /// A seed for a test's random choices: `$VAR` if set, else from the clock.
 /// Printed as `VAR=SEED`, so that a failing run can be repeated.
@@ -126,10 +129,19 @@ pub fn output_within(
     command: &mut std::process::Command,
     limit: std::time::Duration,
 ) -> std::io::Result<(std::process::Output, bool)> {
+    output_within_from(command, std::process::Stdio::null(), limit)
+}
+
+/// [`output_within`] with `stdin` as the command's standard input.
+pub fn output_within_from(
+    command: &mut std::process::Command,
+    stdin: std::process::Stdio,
+    limit: std::time::Duration,
+) -> std::io::Result<(std::process::Output, bool)> {
     let stdout = tempfile::tempfile()?;
     let stderr = tempfile::tempfile()?;
     let mut child = command
-        .stdin(std::process::Stdio::null())
+        .stdin(stdin)
         .stdout(stdout.try_clone()?)
         .stderr(stderr.try_clone()?)
         .spawn()?;
@@ -165,10 +177,15 @@ pub fn conductor_writer(args: &[&str]) -> std::process::Output {
 
 /// [`conductor_writer`] with `envs` added to its environment.
 pub fn conductor_writer_with(args: &[&str], envs: &[(&str, &str)]) -> std::process::Output {
+    conductor_writer_from(args, envs, std::process::Stdio::null())
+}
+
+/// [`conductor_writer_with`], reading `stdin`.
+pub fn conductor_writer_from(args: &[&str], envs: &[(&str, &str)], stdin: std::process::Stdio) -> std::process::Output {
     let binary = agent::workspace_binary("conductor-writer", "CONDUCTOR_WRITER");
     let mut command = std::process::Command::new(binary);
     command.args(args).envs(envs.iter().copied());
-    let (mut out, killed) = output_within(&mut command, WRITER_LIMIT).expect("run conductor-writer");
+    let (mut out, killed) = output_within_from(&mut command, stdin, WRITER_LIMIT).expect("run conductor-writer");
     if killed {
         let note = format!("\n(conductor-writer {args:?} still ran after {WRITER_LIMIT:?}: killed)\n");
         out.stderr.extend_from_slice(note.as_bytes());

@@ -45,8 +45,8 @@ pub(crate) struct HttpFile {
     window_end: u64,
     /// The digest of the bytes the main stream passed, and what it must come to.
     hash: Option<(Hasher, Checksum)>,
-    /// Bytes fetched in all (for tests and summaries).
-    pub(crate) fetched: u64,
+    /// Failed attempts within the current window of the main stream.
+    failures: u32,
 }
 
 impl std::fmt::Debug for HttpFile {
@@ -103,7 +103,7 @@ impl HttpFile {
             pos: 0,
             window_end: 0,
             hash: checksum.map(|c| (Hasher::for_checksum(&c), c)),
-            fetched: 0,
+            failures: 0,
         };
         let response = file.get(0, WINDOW)?;
         let status = response.status().as_u16();
@@ -200,70 +200,81 @@ impl HttpFile {
     /// connections as needed; hashes what it reads.
     fn read_main(&mut self, buf: &mut [u8]) -> Result<(), SourceError> {
         let mut done = 0;
-        let mut failures = 0u32;
         while done < buf.len() {
             if self.stream.is_none() || self.pos >= self.window_end {
+                if self.stream.is_some() {
+                    // A window read to its end: its troubles are over.
+                    self.failures = 0;
+                }
                 self.stream = None;
-                if !self.ranges {
-                    return Err(self.error(format!(
-                        "the connection ended at byte {} of {}, and the server does not answer range requests, \
-                         so the download cannot resume",
-                        self.pos, self.size
-                    )));
-                }
-                let len = WINDOW.min(self.size - self.pos);
-                match self.range(self.pos, len) {
-                    Ok(reader) => {
-                        self.stream = Some(reader);
-                        self.window_end = self.pos + len;
-                    }
-                    Err(e) if changed(&e) => return Err(e),
-                    Err(e) => {
-                        failures += 1;
-                        if failures >= ATTEMPTS {
-                            return Err(e);
-                        }
-                        tracing::warn!(url = %self.url, error = %e, "range request failed; trying again");
-                        std::thread::sleep(std::time::Duration::from_millis(200 << failures));
-                        continue;
-                    }
-                }
+                self.open_window()?;
             }
             let want = (buf.len() - done).min((self.window_end - self.pos) as usize);
             let Some(stream) = self.stream.as_mut() else { continue };
-            match stream.read(&mut buf[done..done + want]) {
-                Ok(0) | Err(_) if self.ranges && failures + 1 < ATTEMPTS => {
-                    failures += 1;
-                    tracing::warn!(url = %self.url, at = self.pos, "the connection broke; resuming with a range request");
-                    self.stream = None;
-                    self.window_end = self.pos;
-                }
-                Ok(0) => {
-                    self.stream = None;
-                    return Err(self.error(format!(
-                        "the connection ended at byte {} of {} and could not be resumed",
-                        self.pos, self.size
-                    )));
-                }
-                Err(e) => {
-                    self.stream = None;
-                    return Err(self.error(format!(
-                        "the download broke at byte {} of {} ({e}) and could not be resumed",
-                        self.pos, self.size
-                    )));
-                }
+            let why = match stream.read(&mut buf[done..done + want]) {
+                Ok(0) => "the connection ended".to_owned(),
                 Ok(n) => {
                     if let Some((hasher, _)) = self.hash.as_mut() {
                         hasher.update(&buf[done..done + n]);
                     }
                     done += n;
                     self.pos += n as u64;
-                    self.fetched += n as u64;
-                    failures = 0;
+                    continue;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => e.to_string(),
+            };
+            self.stream = None;
+            self.failures += 1;
+            if !self.ranges || self.failures >= ATTEMPTS {
+                let no_ranges = if self.ranges {
+                    ""
+                } else {
+                    ": the server does not answer range requests"
+                };
+                return Err(self.error(format!(
+                    "the download broke at byte {} of {} ({why}) and could not be resumed{no_ranges}",
+                    self.pos, self.size
+                )));
+            }
+            tracing::warn!(url = %self.url, at = self.pos, %why, "the connection broke; resuming with a range request");
+        }
+        Ok(())
+    }
+
+    /// A new window of the main stream from `pos`, retried while the server fails.
+    fn open_window(&mut self) -> Result<(), SourceError> {
+        if !self.ranges {
+            return Err(self.error(format!(
+                "the connection ended at byte {} of {}, and the server does not answer range requests, so the \
+                 download cannot resume",
+                self.pos, self.size
+            )));
+        }
+        let len = WINDOW.min(self.size - self.pos);
+        loop {
+            match self.range(self.pos, len) {
+                Ok(reader) => {
+                    self.stream = Some(reader);
+                    self.window_end = self.pos + len;
+                    return Ok(());
+                }
+                Err(e) if changed(&e) => return Err(e),
+                Err(e) => {
+                    self.failures += 1;
+                    if self.failures >= ATTEMPTS {
+                        return Err(self.error(format!(
+                            "the download broke at byte {} of {} and could not be resumed (the last range request: {})",
+                            self.pos,
+                            self.size,
+                            reason(&e)
+                        )));
+                    }
+                    tracing::warn!(url = %self.url, error = %e, "range request failed; trying again");
+                    std::thread::sleep(std::time::Duration::from_millis(100 << self.failures));
                 }
             }
         }
-        Ok(())
     }
 
     /// Move the main stream forward to `to`, reading (and hashing) what lies between.
@@ -286,10 +297,7 @@ impl HttpFile {
                     .map_err(|e| self.error(format!("reading bytes at {offset}: {e}")))
             });
             match attempt {
-                Ok(()) => {
-                    self.fetched += buf.len() as u64;
-                    return Ok(());
-                }
+                Ok(()) => return Ok(()),
                 Err(e) => {
                     failures += 1;
                     if failures >= ATTEMPTS || !self.ranges || changed(&e) {
@@ -308,6 +316,14 @@ fn changed(error: &SourceError) -> bool {
 }
 
 const CHANGED: &str = "the file changed on the server";
+
+/// What an HTTP error says, without the URL it names.
+fn reason(error: &SourceError) -> String {
+    match error {
+        SourceError::Http { reason, .. } => reason.clone(),
+        other => other.to_string(),
+    }
+}
 
 /// A ureq error in words, with what to do for the TLS ones.
 fn describe(error: &ureq::Error) -> String {
