@@ -268,6 +268,48 @@ pub async fn verify(image: &Origin, url: &IscsiUrl, login: &Login, args: &WriteA
     Ok(())
 }
 
+/// `read URL OUTPUT`: the LUN into a sparse raw file or a qcow2.
+pub async fn read(
+    url: &IscsiUrl,
+    output: &std::path::Path,
+    login: &Login,
+    sessions: usize,
+    options: &crate::capture::CaptureOptions,
+    show_progress: bool,
+) -> anyhow::Result<crate::capture::CaptureReport> {
+    if options.compress && options.format != crate::capture::OutputFormat::Qcow2 {
+        bail!("--compress compresses qcow2 clusters; add --format qcow2");
+    }
+    let disk = open_disk(url, login, sessions).await?;
+    let progress = bar(disk.geometry.capacity(), show_progress, "reading");
+    let result = crate::capture::capture(&disk, output, options, |done| progress.set_position(done)).await;
+    progress.finish_and_clear();
+    logout(disk).await;
+    Ok(result?)
+}
+
+/// The one line `read` prints.
+#[must_use]
+pub fn capture_line(url: &IscsiUrl, report: &crate::capture::CaptureReport) -> String {
+    let mib = |b: u64| b as f64 / 1048576.0;
+    format!(
+        "read {url} into {} ({:?}): {:.1} MiB disk, {:.1} MiB read, {:.1} MiB unmapped (not read), {:.1} MiB stored, \
+         file {:.1} MiB on disk, {:.2} s, {:.1} MiB/s, sha256:{}",
+        report.output,
+        report.format,
+        mib(report.disk_bytes),
+        mib(report.read_bytes),
+        mib(report.unmapped_bytes),
+        mib(report.stored_bytes),
+        mib(report.file_bytes),
+        report.seconds,
+        report.mib_per_second,
+        report.sha256
+    )
+    .replace("(Raw)", "(raw)")
+    .replace("(Qcow2)", "(qcow2)")
+}
+
 /// Log every session of `disk` out.
 pub(crate) async fn logout(disk: Disk) {
     let sessions: Vec<_> = disk.sessions().to_vec();

@@ -1,5 +1,6 @@
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
+use conductor_writer::capture::CaptureOptions;
 use conductor_writer::cli::{self, Login, WriteArgs};
 use conductor_writer::deploy::layout::{self, BootMode, BootOption};
 use conductor_writer::deploy::mkfs::FsFormat;
@@ -79,6 +80,12 @@ impl LoginArgs {
             },
         }
     }
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum OutputFormat {
+    Raw,
+    Qcow2,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -200,6 +207,21 @@ enum Command {
     Verify {
         #[command(flatten)]
         image: ImageArgs,
+    },
+    /// Read the LUN at URL into OUTPUT: a sparse raw file or a qcow2 (capture).
+    Read {
+        /// The LUN: iscsi://[user%secret@]HOST[:PORT]/IQN/LUN
+        url: IscsiUrl,
+        /// The file to write (replaced if it exists).
+        output: PathBuf,
+        /// The output's format.
+        #[arg(long, value_enum, default_value_t = OutputFormat::Raw)]
+        format: OutputFormat,
+        /// qcow2: zstd-compressed clusters.
+        #[arg(long)]
+        compress: bool,
+        #[command(flatten)]
+        io: TransferArgs,
     },
     /// List the targets a portal offers (SendTargets).
     Discover {
@@ -463,6 +485,37 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 );
             } else {
                 println!("{} matches {}", image.url, image.image);
+            }
+        }
+        Command::Read {
+            url,
+            output,
+            format,
+            compress,
+            io,
+        } => {
+            let options = CaptureOptions {
+                format: match format {
+                    OutputFormat::Raw => conductor_writer::capture::OutputFormat::Raw,
+                    OutputFormat::Qcow2 => conductor_writer::capture::OutputFormat::Qcow2,
+                },
+                compress,
+                queue_depth: io.queue_depth.max(1),
+                max_io: WriteOptions::default().max_io,
+            };
+            let report = cli::read(
+                &url,
+                &output,
+                &io.login.login(),
+                io.sessions.max(1),
+                &options,
+                io.progress(),
+            )
+            .await?;
+            if io.json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                println!("{}", cli::capture_line(&url, &report));
             }
         }
         Command::Discover { portal, login, json } => {
