@@ -110,6 +110,19 @@ pub struct Nginx {
 impl Nginx {
     /// Serve the files of `root` with the certificate of `certs`.
     pub fn start(root: &Path, certs: &Certs) -> Self {
+        Self::start_with(&format!("root {};", root.display()), certs)
+    }
+
+    /// Pass every request on to `http://127.0.0.1:port` (TLS in front of a plain server).
+    pub fn proxy(port: u16, certs: &Certs) -> Self {
+        Self::start_with(
+            &format!("location / {{ proxy_pass http://127.0.0.1:{port}; proxy_http_version 1.1; }}"),
+            certs,
+        )
+    }
+
+    /// nginx with `site` as the body of its one server block.
+    fn start_with(site: &str, certs: &Certs) -> Self {
         let dir = tempfile::tempdir().expect("a directory for nginx");
         let (http_port, https_port) = (free_port(), free_port());
         let d = dir.path().display();
@@ -121,10 +134,9 @@ impl Nginx {
              \x20 fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
              \x20 default_type application/octet-stream;\n  sendfile on;\n\
              \x20 server {{\n    listen 127.0.0.1:{http_port};\n    listen 127.0.0.1:{https_port} ssl;\n\
-             \x20   ssl_certificate {cert};\n    ssl_certificate_key {key};\n    root {root};\n  }}\n}}\n",
+             \x20   ssl_certificate {cert};\n    ssl_certificate_key {key};\n    {site}\n  }}\n}}\n",
             cert = certs.cert.display(),
             key = certs.key.display(),
-            root = root.display(),
         );
         let conf = dir.path().join("nginx.conf");
         std::fs::write(&conf, config).expect("write nginx.conf");
