@@ -254,9 +254,13 @@ enum Command {
         /// The nodes file.
         #[arg(long)]
         nodes: PathBuf,
-        /// Where the ramdisk calls back: this service's URL as the node reaches it.
-        #[arg(long, default_value = "http://127.0.0.1:6385")]
-        api_url: String,
+        /// Where the ramdisk calls back: this service's URL as the node reaches it
+        /// (default http://127.0.0.1:6385, https with --tls).
+        #[arg(long)]
+        api_url: Option<String>,
+        /// The service serves its API over TLS (serve --tls-cert): the URL is https.
+        #[arg(long)]
+        tls: bool,
         /// The deploy kernel's path on the boot server.
         #[arg(long, default_value = "deploy-kernel")]
         kernel: String,
@@ -269,6 +273,9 @@ enum Command {
         /// The service's URL.
         #[arg(long, default_value = "http://127.0.0.1:6385")]
         url: String,
+        /// CA certificates (PEM) of an https service (default: the built-in roots).
+        #[arg(long)]
+        ca_cert: Option<PathBuf>,
         #[arg(long)]
         json: bool,
     },
@@ -303,6 +310,15 @@ struct ServeArgs {
     /// Sessions per deploy.
     #[arg(long, default_value_t = 1)]
     sessions: usize,
+    /// Serve the API over TLS with this certificate chain (PEM)...
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// ...and its private key (PEM).
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// CA certificates (PEM) that https images are signed by (default: the built-in roots).
+    #[arg(long)]
+    ca_cert: Option<PathBuf>,
     #[command(flatten)]
     login: LoginArgs,
 }
@@ -570,6 +586,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 login: args.login.login(),
                 write: WriteOptions::default(),
                 sessions: args.sessions.max(1),
+                ca_cert: args.ca_cert,
+                tls: match (&args.tls_cert, &args.tls_key) {
+                    (Some(cert), Some(key)) => Some(conductor_writer::tls::server_config(cert, key)?),
+                    _ => None,
+                },
             };
             service::run(options, iscsi_wire::shutdown_signal()).await?;
         }
@@ -577,9 +598,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             node,
             nodes,
             api_url,
+            tls,
             kernel,
             ramdisk,
         } => {
+            let api_url = service::client::api_url(api_url.as_deref(), tls)?;
             let specs = service::nodes::load(&nodes)?;
             let spec = specs
                 .iter()
@@ -587,10 +610,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .with_context(|| format!("no node {node} in {}", nodes.display()))?;
             print!("{}", service::client::pxe_config(spec, &api_url, &kernel, &ramdisk));
         }
-        Command::Status { url, json } => {
-            let nodes =
-                tokio::task::spawn_blocking(move || service::client::fetch_nodes(&url, Duration::from_secs(10)))
-                    .await??;
+        Command::Status { url, ca_cert, json } => {
+            let agent = conductor_writer::tls::http_agent(ca_cert.as_deref(), Duration::from_secs(10))?;
+            let nodes = tokio::task::spawn_blocking(move || service::client::fetch_nodes(&agent, &url)).await??;
             if json {
                 println!("{nodes}");
             } else {

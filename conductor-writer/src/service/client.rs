@@ -4,7 +4,6 @@
 use super::nodes::NodeSpec;
 use serde_json::Value;
 use std::fmt::Write as _;
-use std::time::Duration;
 
 /// The kernel parameters the ramdisk needs to deploy `spec` and call back
 /// `api_url`: the legacy set, plus `iscsi_chap=1` when the node wants CHAP.
@@ -41,14 +40,30 @@ pub fn pxe_config(spec: &NodeSpec, api_url: &str, kernel: &str, ramdisk: &str) -
     )
 }
 
+/// The URL the ramdisk calls back: `given`, else this host's default, `https` when the
+/// service speaks TLS (and then never `http`).
+pub fn api_url(given: Option<&str>, tls: bool) -> anyhow::Result<String> {
+    let scheme = if tls { "https" } else { "http" };
+    let url = given.map_or_else(|| format!("{scheme}://127.0.0.1:6385"), str::to_owned);
+    if tls && !url.to_ascii_lowercase().starts_with("https://") {
+        anyhow::bail!("--tls: the service speaks TLS, so the ramdisk must call https://, not {url}");
+    }
+    Ok(url)
+}
+
 /// `GET {url}/v1/nodes`.
-pub fn fetch_nodes(url: &str, timeout: Duration) -> anyhow::Result<Value> {
-    let config = ureq::Agent::config_builder().timeout_global(Some(timeout)).build();
+pub fn fetch_nodes(agent: &ureq::Agent, url: &str) -> anyhow::Result<Value> {
     let address = format!("{}/v1/nodes", url.trim_end_matches('/'));
-    let mut response = ureq::Agent::new_with_config(config).get(&address).call().map_err(|e| {
+    let mut response = agent.get(&address).call().map_err(|e| {
         anyhow::anyhow!("cannot reach the deploy service at {address}: {e}; is `conductor-writer serve` running?")
     })?;
     let text = response.body_mut().read_to_string()?;
+    if !response.status().is_success() {
+        anyhow::bail!(
+            "the deploy service at {address} answered HTTP {}: {text}",
+            response.status()
+        );
+    }
     Ok(serde_json::from_str(&text)?)
 }
 
