@@ -358,7 +358,7 @@ struct DeployArgs {
     /// Keep the ephemeral partition and its data (the layout must put it where it is).
     #[arg(long)]
     preserve_ephemeral: bool,
-    /// Config drive: a file (gzip+base64, or a plain ISO 9660/vfat image) or an http:// URL.
+    /// Config drive: a file (gzip+base64, or a plain ISO 9660/vfat image) or an http(s):// URL.
     #[arg(long)]
     configdrive: Option<String>,
     #[arg(long, value_enum, default_value_t = BootMode::Bios)]
