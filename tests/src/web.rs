@@ -22,78 +22,18 @@ pub struct Certs {
 }
 
 impl Certs {
-    /// Make a CA named `name` and a server certificate for `127.0.0.1` under it, in `dir`.
+    /// Make a CA named `name` and a server certificate for `127.0.0.1` under it, in `dir`,
+    /// with `tools/test-certs` (which tools/e2e-vm and tools/bench use too).
     pub fn make(dir: &Path, name: &str) -> Self {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tools/test-certs");
+        let script = script.to_str().expect("UTF-8 path");
+        crate::must(script, &[dir.to_str().expect("UTF-8 path"), name, "127.0.0.1"]);
         let file = |suffix: &str| dir.join(format!("{name}-{suffix}"));
-        let (ca_key, ca, key, csr, cert) = (
-            file("ca.key"),
-            file("ca.pem"),
-            file("server.key"),
-            file("server.csr"),
-            file("server.pem"),
-        );
-        let ext = file("ext.cnf");
-        std::fs::write(&ext, "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n").expect("write ext");
-        let p = |path: &PathBuf| path.to_str().expect("UTF-8 path").to_owned();
-        let subject = format!("/CN={name} test CA");
-        crate::must(
-            "openssl",
-            &[
-                "req",
-                "-x509",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:prime256v1",
-                "-nodes",
-                "-keyout",
-                &p(&ca_key),
-                "-out",
-                &p(&ca),
-                "-days",
-                "2",
-                "-subj",
-                &subject,
-            ],
-        );
-        crate::must(
-            "openssl",
-            &[
-                "req",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:prime256v1",
-                "-nodes",
-                "-keyout",
-                &p(&key),
-                "-out",
-                &p(&csr),
-                "-subj",
-                "/CN=127.0.0.1",
-            ],
-        );
-        crate::must(
-            "openssl",
-            &[
-                "x509",
-                "-req",
-                "-in",
-                &p(&csr),
-                "-CA",
-                &p(&ca),
-                "-CAkey",
-                &p(&ca_key),
-                "-CAcreateserial",
-                "-out",
-                &p(&cert),
-                "-days",
-                "2",
-                "-extfile",
-                &p(&ext),
-            ],
-        );
-        Certs { ca, cert, key }
+        Certs {
+            ca: file("ca.pem"),
+            cert: file("server.pem"),
+            key: file("server.key"),
+        }
     }
 }
 
