@@ -59,7 +59,7 @@ pub enum WriteError {
     #[error(transparent)]
     Disk(#[from] DiskError),
     #[error(
-        "the image runs past the {disk} bytes the disk holds; it is a stream whose length shows only at its end, so the disk now holds its first {disk} bytes: use a bigger disk or a smaller image"
+        "the image runs past the {disk} bytes the disk holds; it is a stream whose length shows only at its end, so what came before was written and the disk holds a cut-off image: use a bigger disk or a smaller image"
     )]
     StreamTooLarge { disk: u64 },
     #[error("the image reader produced a piece at byte {offset}, not on a {block}-byte block boundary")]

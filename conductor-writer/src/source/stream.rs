@@ -109,6 +109,10 @@ impl Read for SharedInput {
     }
 }
 
+/// What an xz stream may ask for to be decoded (`xz -9` needs 65 MiB; a header asking for
+/// more is refused rather than trusted).
+const XZ_MEMORY: u64 = 128 << 20;
+
 /// A compressed stream, by magic number.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Compression {
@@ -126,12 +130,17 @@ impl Compression {
         }
     }
 
-    /// The decoder over `input`; concatenated members, frames and streams are all read.
+    /// The decoder over `input`; concatenated members, frames and streams are all read. zstd
+    /// keeps its own default bound on a frame's window (128 MiB).
     fn decoder(self, input: impl Read + Send + 'static) -> io::Result<Box<dyn Read + Send>> {
         Ok(match self {
             Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(input)),
             Compression::Zstd => Box::new(zstd::stream::read::Decoder::new(input)?),
-            Compression::Xz => Box::new(liblzma::read::XzDecoder::new_multi_decoder(input)),
+            Compression::Xz => {
+                let stream = liblzma::stream::Stream::new_stream_decoder(XZ_MEMORY, liblzma::stream::CONCATENATED)
+                    .map_err(io::Error::other)?;
+                Box::new(liblzma::read::XzDecoder::new_stream(input, stream))
+            }
         })
     }
 }
