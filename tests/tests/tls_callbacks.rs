@@ -19,7 +19,7 @@ const KEY: &str = "0123456789abcdef0123456789ABCDEF";
 fn cmdline(api_url: &str, extra: &str) -> String {
     format!(
         "deployment_id={ID} deployment_key={KEY} iscsi_target_iqn=iqn.2008-10.org.openstack:{ID} \
-         ironic_api_url={api_url} ip=127.0.0.1:127.0.0.1:127.0.0.1:255.0.0.0 disk=sdq {extra}\n"
+         ironic_api_url={api_url} ip=127.0.0.1:::255.0.0.0 disk=sdq {extra}\n"
     )
 }
 
