@@ -142,3 +142,37 @@ fn an_8_gib_lun_with_512_mib_of_data_captures_to_about_512_mib() {
     );
     assert!(same.contains("Images are identical"), "{same}");
 }
+
+#[test]
+fn a_lun_that_is_not_a_whole_number_of_clusters() {
+    let dir = TempDir::new().unwrap();
+    let d = dir.path();
+    let mut rng = Rng(seed("CAPTURE_SEED"));
+    // 10 MiB + 12 KiB of random data: the last qcow2 cluster is partly past the disk's end.
+    let disk = d.join("lun.img");
+    std::fs::write(&disk, rng.bytes((10 * MIB + 12 * 1024) as usize)).unwrap();
+    let agent = TargetAgent::start(&disk, IQN);
+    let url = format!("iscsi://{}/{IQN}/1", agent.addr());
+    for (name, extra) in [
+        ("odd.qcow2", vec!["--format", "qcow2", "--compress"]),
+        ("odd.raw", vec![]),
+    ] {
+        let output = d.join(name);
+        let mut args = vec!["read", &url, p(&output), "--json"];
+        args.extend_from_slice(&extra);
+        let report = json(&writer(&args));
+        assert_eq!(report["disk_bytes"], 10 * MIB + 12 * 1024);
+        let format = if name.ends_with(".qcow2") { "qcow2" } else { "raw" };
+        if format == "qcow2" {
+            must("qemu-img", &["check", p(&output)]);
+        }
+        let info: serde_json::Value =
+            serde_json::from_str(&must("qemu-img", &["info", "--output=json", "-f", format, p(&output)])).unwrap();
+        assert_eq!(info["virtual-size"], 10 * MIB + 12 * 1024, "{name}");
+        let same = must(
+            "qemu-img",
+            &["compare", "-f", "raw", "-F", format, p(&disk), p(&output)],
+        );
+        assert!(same.contains("Images are identical"), "{name}: {same}");
+    }
+}
