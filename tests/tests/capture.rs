@@ -176,3 +176,28 @@ fn a_lun_that_is_not_a_whole_number_of_clusters() {
         assert!(same.contains("Images are identical"), "{name}: {same}");
     }
 }
+
+#[test]
+fn capture_from_tgtd() {
+    let dir = TempDir::new().unwrap();
+    let d = dir.path();
+    let mut rng = Rng(seed("CAPTURE_SEED"));
+    let disk = d.join("lun.img");
+    let file = File::create(&disk).unwrap();
+    file.set_len(16 * MIB).unwrap();
+    file.write_all_at(&rng.bytes(MIB as usize), 3 * MIB).unwrap();
+    drop(file);
+    let tgtd = integration_tests::tgtd::Tgtd::start();
+    tgtd.add_target(1, IQN, &disk);
+    let url = format!("iscsi://{}/{IQN}/1", tgtd.addr());
+    let output = d.join("tgtd.qcow2");
+    let report = json(&writer(&["read", &url, p(&output), "--format", "qcow2", "--json"]));
+    // tgtd reports no unmapped range: everything is read, zero blocks are still not stored.
+    assert_eq!(report["read_bytes"], 16 * MIB, "{report}");
+    assert_eq!(report["stored_bytes"], MIB, "{report}");
+    let same = must(
+        "qemu-img",
+        &["compare", "-f", "raw", "-F", "qcow2", p(&disk), p(&output)],
+    );
+    assert!(same.contains("Images are identical"), "{same}");
+}
