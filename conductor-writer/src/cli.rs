@@ -293,7 +293,7 @@ pub async fn read(
 pub fn capture_line(url: &IscsiUrl, report: &crate::capture::CaptureReport) -> String {
     let mib = |b: u64| b as f64 / 1048576.0;
     format!(
-        "read {url} into {} ({:?}): {:.1} MiB disk, {:.1} MiB read, {:.1} MiB unmapped (not read), {:.1} MiB stored, \
+        "read {url} into {} ({}): {:.1} MiB disk, {:.1} MiB read, {:.1} MiB unmapped (not read), {:.1} MiB stored, \
          file {:.1} MiB on disk, {:.2} s, {:.1} MiB/s, sha256:{}",
         report.output,
         report.format,
@@ -306,8 +306,6 @@ pub fn capture_line(url: &IscsiUrl, report: &crate::capture::CaptureReport) -> S
         report.mib_per_second,
         report.sha256
     )
-    .replace("(Raw)", "(raw)")
-    .replace("(Qcow2)", "(qcow2)")
 }
 
 /// Log every session of `disk` out.
@@ -388,6 +386,27 @@ pub struct Inquiry {
     pub block_size: u32,
     pub thin_provisioning: bool,
     pub unmap_reads_zeroes: bool,
+}
+
+impl Inquiry {
+    /// The one line `inquiry` prints.
+    #[must_use]
+    pub fn line(&self) -> String {
+        format!(
+            "{} {} {}: {} bytes in {}-byte blocks, thin provisioning {}, unmapped blocks read {}",
+            self.vendor,
+            self.product,
+            self.revision,
+            self.capacity_bytes,
+            self.block_size,
+            if self.thin_provisioning { "yes" } else { "no" },
+            if self.unmap_reads_zeroes {
+                "as zeroes"
+            } else {
+                "undefined"
+            },
+        )
+    }
 }
 
 /// `inquiry URL`.

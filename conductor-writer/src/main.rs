@@ -1,6 +1,6 @@
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
-use conductor_writer::capture::CaptureOptions;
+use conductor_writer::capture::{CaptureOptions, OutputFormat};
 use conductor_writer::cli::{self, Login, WriteArgs};
 use conductor_writer::deploy::layout::{self, BootMode, BootOption};
 use conductor_writer::deploy::mkfs::FsFormat;
@@ -83,12 +83,6 @@ impl LoginArgs {
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
-enum OutputFormat {
-    Raw,
-    Qcow2,
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
 enum Format {
     Auto,
     Raw,
@@ -99,7 +93,6 @@ enum Format {
 struct ImageArgs {
     /// The image: a file, an http:// or https:// URL, or - for standard input (raw, or a
     /// gzip, zstd or xz stream of raw).
-    #[arg(value_parser = parse_origin)]
     image: Origin,
     /// The LUN: iscsi://[user%secret@]HOST[:PORT]/IQN/LUN
     url: IscsiUrl,
@@ -111,10 +104,6 @@ struct ImageArgs {
     ca_cert: Option<PathBuf>,
     #[command(flatten)]
     io: TransferArgs,
-}
-
-fn parse_origin(arg: &str) -> Result<Origin, String> {
-    Ok(Origin::parse(arg))
 }
 
 /// How to talk to the target and to the user; shared by the commands that
@@ -511,10 +500,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             io,
         } => {
             let options = CaptureOptions {
-                format: match format {
-                    OutputFormat::Raw => conductor_writer::capture::OutputFormat::Raw,
-                    OutputFormat::Qcow2 => conductor_writer::capture::OutputFormat::Qcow2,
-                },
+                format,
                 compress,
                 queue_depth: io.queue_depth.max(1),
                 max_io: WriteOptions::default().max_io,
@@ -553,20 +539,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             if json {
                 println!("{}", serde_json::to_string(&answer)?);
             } else {
-                println!(
-                    "{} {} {}: {} bytes in {}-byte blocks, thin provisioning {}, unmapped blocks read {}",
-                    answer.vendor,
-                    answer.product,
-                    answer.revision,
-                    answer.capacity_bytes,
-                    answer.block_size,
-                    if answer.thin_provisioning { "yes" } else { "no" },
-                    if answer.unmap_reads_zeroes {
-                        "as zeroes"
-                    } else {
-                        "undefined"
-                    },
-                );
+                println!("{}", answer.line());
             }
         }
         Command::Serve(args) => {

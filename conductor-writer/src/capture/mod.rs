@@ -28,13 +28,22 @@ use crate::disk::{Disk, DiskError};
 use crate::source::scan::is_zero;
 
 /// The output file's format.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum OutputFormat {
     /// A sparse raw file: zero blocks are holes.
     Raw,
     /// qcow2 v3: zero clusters are unallocated.
     Qcow2,
+}
+
+impl std::fmt::Display for OutputFormat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            OutputFormat::Raw => "raw",
+            OutputFormat::Qcow2 => "qcow2",
+        })
+    }
 }
 
 /// How to capture.

@@ -48,6 +48,14 @@ impl Origin {
     }
 }
 
+impl std::str::FromStr for Origin {
+    type Err = std::convert::Infallible;
+
+    fn from_str(arg: &str) -> Result<Self, Self::Err> {
+        Ok(Origin::parse(arg))
+    }
+}
+
 impl fmt::Display for Origin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
