@@ -394,3 +394,71 @@ fn a_4_gib_qcow2_streams_over_https_in_bounded_memory() {
         assert!(buf.iter().all(|&b| b == 0), "between runs {i}");
     }
 }
+
+#[test]
+fn a_server_without_range_requests_streams_raw_and_refuses_qcow2() {
+    let s = setup(48 * MIB);
+    let d = s.dir.path();
+    let www = d.join("www");
+    std::fs::create_dir(&www).unwrap();
+    std::fs::copy(&s.raw, www.join("disk.raw")).unwrap();
+    must("gzip", &["-k", p(&www.join("disk.raw"))]);
+    qemu_img(&[
+        "convert",
+        "-f",
+        "raw",
+        "-O",
+        "qcow2",
+        p(&s.raw),
+        p(&www.join("disk.qcow2")),
+    ]);
+    // Python's http.server answers every GET with the whole file (200), never a range.
+    let port = integration_tests::tgtd::free_port();
+    let _server = Stopped(
+        Command::new("python3")
+            .args([
+                "-m",
+                "http.server",
+                "--bind",
+                "127.0.0.1",
+                &port.to_string(),
+                "--directory",
+                p(&www),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !integration_tests::listening(("127.0.0.1", port)) {
+        assert!(Instant::now() < deadline, "python3 -m http.server did not come up");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let url = |name: &str| format!("http://127.0.0.1:{port}/{name}");
+    for name in ["disk.raw", "disk.raw.gz"] {
+        rejunk(&s.disk);
+        let sum = sha256(&www.join(name));
+        let out = writer(&["write", &url(name), &s.url, "--checksum", &sum]);
+        assert!(out.status.success(), "{name}: {}", text(&out));
+        holds(&s.disk, &s.raw, &s.url);
+    }
+    rejunk(&s.disk);
+    let out = writer(&["write", &url("disk.qcow2"), &s.url]);
+    assert!(
+        !out.status.success() && text(&out).contains("does not answer them"),
+        "{}",
+        text(&out)
+    );
+    assert!(untouched(&s.disk));
+}
+
+/// A child process killed when the test ends, passed or not.
+struct Stopped(std::process::Child);
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
