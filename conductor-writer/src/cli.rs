@@ -3,7 +3,7 @@
 
 use crate::disk::Disk;
 use crate::initiator::{Recovery, Session};
-use crate::source::{self, Checksum, FormatChoice, OpenOptions};
+use crate::source::{self, Checksum, FormatChoice, OpenOptions, Origin, Remote};
 use crate::url::{IscsiUrl, parse_portal};
 use crate::write::{Progress, Report, WriteOptions, verify_image, write_image};
 use anyhow::{Context, bail};
@@ -14,7 +14,7 @@ use iscsi_proto::pdu::Isid;
 use iscsi_proto::scsi::Command;
 use iscsi_proto::text::Pair;
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::path::Path;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
@@ -94,6 +94,13 @@ pub struct WriteArgs {
     pub progress: bool,
     /// Follow qcow2 backing files (refuse them for untrusted images).
     pub backing_files: bool,
+    /// CA certificates for `https` images (else the built-in roots).
+    pub ca_cert: Option<PathBuf>,
+    /// Download an `http(s)` image to a temporary file and check its checksum before
+    /// anything is written (instead of checking it as it streams).
+    pub checksum_first: bool,
+    /// Connection and read timeout for `http(s)` images.
+    pub http_timeout: Duration,
 }
 
 /// The summary of a `write`.
@@ -114,10 +121,10 @@ pub struct WriteSummary {
 }
 
 impl WriteSummary {
-    fn new(image: &Path, url: &IscsiUrl, report: &Report, verified: bool, reconnects: u64) -> Self {
+    fn new(image: &Origin, url: &IscsiUrl, report: &Report, verified: bool, reconnects: u64) -> Self {
         let seconds = report.elapsed.as_secs_f64();
         Self {
-            image: image.display().to_string(),
+            image: image.to_string(),
             target: url.to_string(),
             image_bytes: report.image_bytes,
             data_bytes: report.data_bytes,
@@ -168,54 +175,105 @@ fn bar(total: u64, show: bool, what: &str) -> indicatif::ProgressBar {
     bar
 }
 
+/// An image ready to be read, and the temporary download it may live in.
+struct Opened {
+    source: Box<dyn source::Source>,
+    /// Where a `--checksum-first` download went; deleted when dropped.
+    download: Option<tempfile::TempPath>,
+}
+
 /// Check everything that can be checked before a block is written: the
-/// image opens, its checksum matches, it fits.
-fn open_image(image: &Path, args: &WriteArgs) -> anyhow::Result<Box<dyn source::Source>> {
-    if let Some(expected) = &args.checksum {
-        source::verify_checksum(image, expected)?;
-    }
+/// image opens, its checksum matches (for a stream: as it goes, unless
+/// `checksum_first` downloads and checks it first), it fits.
+fn open_image(image: &Origin, args: &WriteArgs) -> anyhow::Result<Opened> {
     let options = OpenOptions {
         format: args.format,
         backing_files: args.backing_files,
         ..OpenOptions::default()
     };
-    Ok(source::open(image, &options)?)
+    let agent = crate::tls::http_agent(args.ca_cert.as_deref(), args.http_timeout)
+        .context("cannot use the CA certificates given with --ca-cert")?;
+    if args.checksum_first
+        && let Origin::Url(url) = image
+    {
+        let expected = args
+            .checksum
+            .context("--checksum-first checks a download against --checksum, and none was given")?;
+        let download = source::download(&agent, url, &expected)?;
+        let source = source::open(&download, &options)?;
+        return Ok(Opened {
+            source,
+            download: Some(download),
+        });
+    }
+    if let (Some(expected), Origin::Path(path)) = (&args.checksum, image) {
+        source::verify_checksum(path, expected)?;
+    }
+    let remote = Remote {
+        agent,
+        checksum: args.checksum,
+    };
+    Ok(Opened {
+        source: source::open_origin(image, &options, &remote)?,
+        download: None,
+    })
 }
 
 /// `write IMAGE URL`.
-pub async fn write(image: &Path, url: &IscsiUrl, login: &Login, args: &WriteArgs) -> anyhow::Result<WriteSummary> {
-    let source = open_image(image, args)?;
+pub async fn write(image: &Origin, url: &IscsiUrl, login: &Login, args: &WriteArgs) -> anyhow::Result<WriteSummary> {
+    if args.verify && !image.rereadable() {
+        bail!(
+            "--verify reads the image a second time, and standard input cannot be; write without it, then run \
+             `conductor-writer verify FILE {url}` against the image file"
+        );
+    }
+    let opened = tokio::task::block_in_place(|| open_image(image, args))?;
     let disk = open_disk(url, login, args.sessions).await?;
-    let size = source.size();
-    let progress = bar(size, args.progress, "writing");
-    let report = write_image(&disk, source, &args.options, |p: Progress| {
+    let size = opened.source.size();
+    let known = opened.source.length_known();
+    let progress = bar(
+        if known { size } else { disk.geometry.capacity() },
+        args.progress,
+        "writing",
+    );
+    let report = write_image(&disk, opened.source, &args.options, |p: Progress| {
         progress.set_position(p.done_bytes)
     })
     .await?;
     progress.finish_and_clear();
     if args.verify {
-        check_read_back(image, &disk, args).await?;
+        // The downloaded copy, when there is one: it is the image that was checked.
+        let again = match &opened.download {
+            Some(path) => Origin::Path(path.to_path_buf()),
+            None => image.clone(),
+        };
+        check_read_back(&again, &disk, args).await?;
     }
     let reconnects = disk.sessions().iter().map(|s| s.reinstatements()).sum();
     logout(disk).await;
     Ok(WriteSummary::new(image, url, &report, args.verify, reconnects))
 }
 
-async fn check_read_back(image: &Path, disk: &Disk, args: &WriteArgs) -> anyhow::Result<()> {
-    let source = open_image(
-        image,
-        &WriteArgs {
-            checksum: None,
-            ..args.clone()
-        },
-    )?;
-    let progress = bar(source.size(), args.progress, "verifying");
-    let mismatch = verify_image(disk, source, &args.options, |p| progress.set_position(p.done_bytes)).await?;
+async fn check_read_back(image: &Origin, disk: &Disk, args: &WriteArgs) -> anyhow::Result<()> {
+    let opened = tokio::task::block_in_place(|| {
+        open_image(
+            image,
+            &WriteArgs {
+                checksum: None,
+                checksum_first: false,
+                ..args.clone()
+            },
+        )
+    })?;
+    let progress = bar(opened.source.size(), args.progress, "verifying");
+    let mismatch = verify_image(disk, opened.source, &args.options, |p| {
+        progress.set_position(p.done_bytes)
+    })
+    .await?;
     progress.finish_and_clear();
     if let Some(m) = mismatch {
         bail!(
-            "verification failed: the disk differs from {} at byte {}",
-            image.display(),
+            "verification failed: the disk differs from {image} at byte {}",
             m.offset
         );
     }
@@ -223,11 +281,54 @@ async fn check_read_back(image: &Path, disk: &Disk, args: &WriteArgs) -> anyhow:
 }
 
 /// `verify IMAGE URL`: compare only.
-pub async fn verify(image: &Path, url: &IscsiUrl, login: &Login, args: &WriteArgs) -> anyhow::Result<()> {
+pub async fn verify(image: &Origin, url: &IscsiUrl, login: &Login, args: &WriteArgs) -> anyhow::Result<()> {
+    if !image.rereadable() {
+        bail!("verify needs the image file or its URL: standard input is read once, by write");
+    }
     let disk = open_disk(url, login, args.sessions).await?;
     check_read_back(image, &disk, args).await?;
     logout(disk).await;
     Ok(())
+}
+
+/// `read URL OUTPUT`: the LUN into a sparse raw file or a qcow2.
+pub async fn read(
+    url: &IscsiUrl,
+    output: &std::path::Path,
+    login: &Login,
+    sessions: usize,
+    options: &crate::capture::CaptureOptions,
+    show_progress: bool,
+) -> anyhow::Result<crate::capture::CaptureReport> {
+    if options.compress && options.format != crate::capture::OutputFormat::Qcow2 {
+        bail!("--compress compresses qcow2 clusters; add --format qcow2");
+    }
+    let disk = open_disk(url, login, sessions).await?;
+    let progress = bar(disk.geometry.capacity(), show_progress, "reading");
+    let result = crate::capture::capture(&disk, output, options, |done| progress.set_position(done)).await;
+    progress.finish_and_clear();
+    logout(disk).await;
+    Ok(result?)
+}
+
+/// The one line `read` prints.
+#[must_use]
+pub fn capture_line(url: &IscsiUrl, report: &crate::capture::CaptureReport) -> String {
+    let mib = |b: u64| b as f64 / 1048576.0;
+    format!(
+        "read {url} into {} ({}): {:.1} MiB disk, {:.1} MiB read, {:.1} MiB unmapped (not read), {:.1} MiB stored, \
+         file {:.1} MiB on disk, {:.2} s, {:.1} MiB/s, sha256:{}",
+        report.output,
+        report.format,
+        mib(report.disk_bytes),
+        mib(report.read_bytes),
+        mib(report.unmapped_bytes),
+        mib(report.stored_bytes),
+        mib(report.file_bytes),
+        report.seconds,
+        report.mib_per_second,
+        report.sha256
+    )
 }
 
 /// Log every session of `disk` out.
@@ -305,6 +406,27 @@ pub struct Inquiry {
     pub block_size: u32,
     pub thin_provisioning: bool,
     pub unmap_reads_zeroes: bool,
+}
+
+impl Inquiry {
+    /// The one line `inquiry` prints.
+    #[must_use]
+    pub fn line(&self) -> String {
+        format!(
+            "{} {} {}: {} bytes in {}-byte blocks, thin provisioning {}, unmapped blocks read {}",
+            self.vendor,
+            self.product,
+            self.revision,
+            self.capacity_bytes,
+            self.block_size,
+            if self.thin_provisioning { "yes" } else { "no" },
+            if self.unmap_reads_zeroes {
+                "as zeroes"
+            } else {
+                "undefined"
+            },
+        )
+    }
 }
 
 /// `inquiry URL`.

@@ -15,6 +15,7 @@
 //!   SAM-5 expects.
 //! - [`write`]: an image onto a disk, data as WRITE (16), zeroes as WRITE
 //!   SAME (16), many commands in flight.
+//! - [`capture`]: a disk back out into a sparse raw file or a qcow2.
 //!
 //! - [`deploy`]: a node's disk partitioned, formatted and imaged as Ironic's
 //!   `work_on_disk` did, validated before the first write.
@@ -22,13 +23,16 @@
 //! - [`service`]: `serve`, a stand-alone deploy service answering the
 //!   legacy ramdisk's callbacks, with provision states kept in SQLite.
 //! - [`url`]: `iscsi://` URLs as libiscsi and QEMU write them.
+//! - [`tls`]: rustls for the HTTP client and the service's own API.
 //! - [`cli`]: the commands behind `main.rs`.
 
+pub mod capture;
 pub mod cli;
 pub mod deploy;
 pub mod disk;
 pub mod initiator;
 pub mod service;
 pub mod source;
+pub mod tls;
 pub mod url;
 pub mod write;

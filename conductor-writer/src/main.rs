@@ -1,5 +1,6 @@
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
+use conductor_writer::capture::{CaptureOptions, OutputFormat};
 use conductor_writer::cli::{self, Login, WriteArgs};
 use conductor_writer::deploy::layout::{self, BootMode, BootOption};
 use conductor_writer::deploy::mkfs::FsFormat;
@@ -7,7 +8,7 @@ use conductor_writer::deploy::table::Label;
 use conductor_writer::deploy::{DeployOptions, ImageType};
 use conductor_writer::initiator::Recovery;
 use conductor_writer::service::{self, ServiceOptions};
-use conductor_writer::source::{Checksum, FormatChoice, OpenOptions};
+use conductor_writer::source::{Checksum, FormatChoice, OpenOptions, Origin};
 use conductor_writer::url::IscsiUrl;
 use conductor_writer::write::WriteOptions;
 use iscsi_proto::login::{Credentials, DeployRole};
@@ -100,13 +101,17 @@ enum Format {
 
 #[derive(Debug, clap::Args)]
 struct ImageArgs {
-    /// The image file.
-    image: PathBuf,
+    /// The image: a file, an http:// or https:// URL, or - for standard input (raw, or a
+    /// gzip, zstd or xz stream of raw).
+    image: Origin,
     /// The LUN: iscsi://[user%secret@]HOST[:PORT]/IQN/LUN
     url: IscsiUrl,
     /// Image format.
     #[arg(long, value_enum, default_value_t = Format::Auto)]
     format: Format,
+    /// CA certificates (PEM) that https images are signed by (default: the built-in roots).
+    #[arg(long)]
+    ca_cert: Option<PathBuf>,
     #[command(flatten)]
     io: TransferArgs,
 }
@@ -151,7 +156,13 @@ impl Format {
 }
 
 impl ImageArgs {
-    fn write_args(&self, checksum: Option<Checksum>, verify: bool, skip_zeroes: bool) -> WriteArgs {
+    fn write_args(
+        &self,
+        checksum: Option<Checksum>,
+        verify: bool,
+        skip_zeroes: bool,
+        checksum_first: bool,
+    ) -> WriteArgs {
         WriteArgs {
             format: self.format.choice(),
             checksum,
@@ -164,6 +175,9 @@ impl ImageArgs {
             verify,
             progress: self.io.progress(),
             backing_files: !self.io.no_backing_files,
+            ca_cert: self.ca_cert.clone(),
+            checksum_first,
+            http_timeout: Duration::from_secs(self.io.login.timeout.max(1)),
         }
     }
 }
@@ -177,9 +191,13 @@ enum Command {
         /// Read the disk back and compare.
         #[arg(long)]
         verify: bool,
-        /// sha256:HEX or md5:HEX of the image file, checked before writing.
+        /// sha256:HEX or md5:HEX of the image file: checked before writing for a local
+        /// file, on the bytes as they stream for a URL or standard input.
         #[arg(long)]
         checksum: Option<Checksum>,
+        /// For a URL: download to a temporary file and check --checksum before writing.
+        #[arg(long, requires = "checksum")]
+        checksum_first: bool,
         /// Leave zero runs untouched (for disks known to be zeroed).
         #[arg(long)]
         skip_zeroes: bool,
@@ -188,6 +206,21 @@ enum Command {
     Verify {
         #[command(flatten)]
         image: ImageArgs,
+    },
+    /// Read the LUN at URL into OUTPUT: a sparse raw file or a qcow2 (capture).
+    Read {
+        /// The LUN: iscsi://[user%secret@]HOST[:PORT]/IQN/LUN
+        url: IscsiUrl,
+        /// The file to write (replaced if it exists).
+        output: PathBuf,
+        /// The output's format.
+        #[arg(long, value_enum, default_value_t = OutputFormat::Raw)]
+        format: OutputFormat,
+        /// qcow2: zstd-compressed clusters.
+        #[arg(long)]
+        compress: bool,
+        #[command(flatten)]
+        io: TransferArgs,
     },
     /// List the targets a portal offers (SendTargets).
     Discover {
@@ -220,9 +253,13 @@ enum Command {
         /// The nodes file.
         #[arg(long)]
         nodes: PathBuf,
-        /// Where the ramdisk calls back: this service's URL as the node reaches it.
-        #[arg(long, default_value = "http://127.0.0.1:6385")]
-        api_url: String,
+        /// Where the ramdisk calls back: this service's URL as the node reaches it
+        /// (default http://127.0.0.1:6385, https with --tls).
+        #[arg(long)]
+        api_url: Option<String>,
+        /// The service serves its API over TLS (serve --tls-cert): the URL is https.
+        #[arg(long)]
+        tls: bool,
         /// The deploy kernel's path on the boot server.
         #[arg(long, default_value = "deploy-kernel")]
         kernel: String,
@@ -239,6 +276,9 @@ enum Command {
         /// $OS_PASSWORD, as for the OpenStack clients.
         #[arg(long, env = "OS_USERNAME")]
         user: Option<String>,
+        /// CA certificates (PEM) of an https service (default: the built-in roots).
+        #[arg(long)]
+        ca_cert: Option<PathBuf>,
         #[arg(long)]
         json: bool,
     },
@@ -281,6 +321,15 @@ struct ServeArgs {
     /// Serve the API without authentication on a non-loopback address.
     #[arg(long)]
     no_auth: bool,
+    /// Serve the API over TLS with this certificate chain (PEM)...
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// ...and its private key (PEM).
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// CA certificates (PEM) that https images are signed by (default: the built-in roots).
+    #[arg(long)]
+    ca_cert: Option<PathBuf>,
     #[command(flatten)]
     login: LoginArgs,
 }
@@ -320,7 +369,7 @@ struct DeployArgs {
     /// Keep the ephemeral partition and its data (the layout must put it where it is).
     #[arg(long)]
     preserve_ephemeral: bool,
-    /// Config drive: a file (gzip+base64, or a plain ISO 9660/vfat image) or an http:// URL.
+    /// Config drive: a file (gzip+base64, or a plain ISO 9660/vfat image) or an http(s):// URL.
     #[arg(long)]
     configdrive: Option<String>,
     #[arg(long, value_enum, default_value_t = BootMode::Bios)]
@@ -442,9 +491,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             image,
             verify,
             checksum,
+            checksum_first,
             skip_zeroes,
         } => {
-            let args = image.write_args(checksum, verify, skip_zeroes);
+            let args = image.write_args(checksum, verify, skip_zeroes, checksum_first);
             let summary = cli::write(&image.image, &image.url, &image.io.login.login(), &args).await?;
             if image.io.json {
                 println!("{}", serde_json::to_string(&summary)?);
@@ -453,15 +503,43 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Verify { image } => {
-            let args = image.write_args(None, true, false);
+            let args = image.write_args(None, true, false, false);
             cli::verify(&image.image, &image.url, &image.io.login.login(), &args).await?;
             if image.io.json {
                 println!(
                     "{}",
-                    serde_json::json!({ "image": image.image, "target": image.url.to_string(), "verified": true })
+                    serde_json::json!({ "image": image.image.to_string(), "target": image.url.to_string(), "verified": true })
                 );
             } else {
-                println!("{} matches {}", image.url, image.image.display());
+                println!("{} matches {}", image.url, image.image);
+            }
+        }
+        Command::Read {
+            url,
+            output,
+            format,
+            compress,
+            io,
+        } => {
+            let options = CaptureOptions {
+                format,
+                compress,
+                queue_depth: io.queue_depth.max(1),
+                max_io: WriteOptions::default().max_io,
+            };
+            let report = cli::read(
+                &url,
+                &output,
+                &io.login.login(),
+                io.sessions.max(1),
+                &options,
+                io.progress(),
+            )
+            .await?;
+            if io.json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                println!("{}", cli::capture_line(&url, &report));
             }
         }
         Command::Discover { portal, login, json } => {
@@ -483,20 +561,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             if json {
                 println!("{}", serde_json::to_string(&answer)?);
             } else {
-                println!(
-                    "{} {} {}: {} bytes in {}-byte blocks, thin provisioning {}, unmapped blocks read {}",
-                    answer.vendor,
-                    answer.product,
-                    answer.revision,
-                    answer.capacity_bytes,
-                    answer.block_size,
-                    if answer.thin_provisioning { "yes" } else { "no" },
-                    if answer.unmap_reads_zeroes {
-                        "as zeroes"
-                    } else {
-                        "undefined"
-                    },
-                );
+                println!("{}", answer.line());
             }
         }
         Command::Serve(args) => {
@@ -520,6 +585,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     Some(file) => service::http::auth::ApiAuth::Htpasswd(file),
                     None => service::http::auth::ApiAuth::Open { explicit: args.no_auth },
                 },
+                ca_cert: args.ca_cert,
+                tls: match (&args.tls_cert, &args.tls_key) {
+                    (Some(cert), Some(key)) => Some(conductor_writer::tls::server_config(cert, key)?),
+                    _ => None,
+                },
             };
             service::run(options, iscsi_wire::shutdown_signal()).await?;
         }
@@ -527,9 +597,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             node,
             nodes,
             api_url,
+            tls,
             kernel,
             ramdisk,
         } => {
+            let api_url = service::client::api_url(api_url.as_deref(), tls)?;
             let specs = service::nodes::load(&nodes)?;
             let spec = specs
                 .iter()
@@ -537,7 +609,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .with_context(|| format!("no node {node} in {}", nodes.display()))?;
             print!("{}", service::client::pxe_config(spec, &api_url, &kernel, &ramdisk));
         }
-        Command::Status { url, user, json } => {
+        Command::Status {
+            url,
+            user,
+            ca_cert,
+            json,
+        } => {
             let credentials = match user {
                 Some(user) => Some((
                     user,
@@ -546,10 +623,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 )),
                 None => None,
             };
-            let nodes = tokio::task::spawn_blocking(move || {
-                service::client::fetch_nodes(&url, credentials.as_ref(), Duration::from_secs(10))
-            })
-            .await??;
+            let agent = conductor_writer::tls::http_agent(ca_cert.as_deref(), Duration::from_secs(10))?;
+            let nodes =
+                tokio::task::spawn_blocking(move || service::client::fetch_nodes(&agent, &url, credentials.as_ref()))
+                    .await??;
             if json {
                 println!("{nodes}");
             } else {

@@ -62,6 +62,10 @@ pub enum WriteError {
     Source(#[from] SourceError),
     #[error(transparent)]
     Disk(#[from] DiskError),
+    #[error(
+        "the image runs past the {disk} bytes the disk holds; it is a stream whose length shows only at its end, so what came before was written and the disk holds a cut-off image: use a bigger disk or a smaller image"
+    )]
+    StreamTooLarge { disk: u64 },
     #[error("the image reader produced a piece at byte {offset}, not on a {block}-byte block boundary")]
     Unaligned { offset: u64, block: u64 },
     #[error("internal error: {0}")]
@@ -103,9 +107,11 @@ pub async fn write_at(
 ) -> Result<Report, WriteError> {
     let started = Instant::now();
     let geometry = disk.geometry.clone();
-    let size = source.size();
+    let known = source.length_known();
     let room = geometry.capacity().saturating_sub(offset);
-    if size > room {
+    // A stream of unknown length is held against the room piece by piece instead.
+    let size = if known { source.size() } else { room };
+    if known && size > room {
         return Err(WriteError::TooLarge {
             image: size,
             disk: room,
@@ -123,7 +129,8 @@ pub async fn write_at(
     // Read the image on a blocking thread, a bounded distance ahead.
     let (tx, mut rx) = mpsc::channel::<Result<Piece, WriteError>>(options.queue_depth.max(1) * 2);
     let base_lba = offset / block;
-    let reader = tokio::task::spawn_blocking(move || read_pieces(source, block, base_lba, per_command, &tx));
+    let limit = (!known).then_some(room);
+    let reader = tokio::task::spawn_blocking(move || read_pieces(source, block, base_lba, per_command, limit, &tx));
 
     let mut report = Report {
         image_bytes: size,
@@ -209,24 +216,31 @@ pub async fn write_at(
             total_bytes: size,
         });
     }
-    reader.await.map_err(|e| WriteError::Internal(e.to_string()))?;
+    report.image_bytes = reader.await.map_err(|e| WriteError::Internal(e.to_string()))?;
     report.elapsed = started.elapsed();
     Ok(report)
 }
 
-/// Turn the image's chunks into whole-block pieces, on a blocking thread.
+/// Turn the image's chunks into whole-block pieces, on a blocking thread; the image's size
+/// once read. A stream of unknown length must end within `limit` bytes.
 fn read_pieces(
     mut source: Box<dyn Source>,
     block: u64,
     base_lba: u64,
     per_command: u64,
+    limit: Option<u64>,
     tx: &mpsc::Sender<Result<Piece, WriteError>>,
-) {
+) -> u64 {
     let max = usize::try_from(per_command).unwrap_or(usize::MAX);
     loop {
         let piece = match source.next_chunk(max) {
-            Ok(None) => return,
+            Ok(None) => return source.size(),
             Err(e) => Err(WriteError::Source(e)),
+            Ok(Some(chunk)) if limit.is_some_and(|room| chunk.offset() + chunk.len() > room) => {
+                Err(WriteError::StreamTooLarge {
+                    disk: limit.unwrap_or_default(),
+                })
+            }
             Ok(Some(Chunk::Stored { offset, range }))
                 if offset.is_multiple_of(block) && (range.len() as u64).is_multiple_of(block) =>
             {
@@ -256,7 +270,7 @@ fn read_pieces(
         };
         let failed = piece.is_err();
         if tx.blocking_send(piece).is_err() || failed {
-            return;
+            return source.size();
         }
     }
 }

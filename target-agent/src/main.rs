@@ -57,6 +57,10 @@ struct DeployArgs {
     /// Where the deployed root is mounted to install the boot loader.
     #[arg(long, default_value = "/mnt/rootfs")]
     mount_point: PathBuf,
+    /// CA certificates (PEM) for an https Ironic API (tools/build-ramdisk
+    /// --ca-cert puts them here); without the file, the built-in roots.
+    #[arg(long, default_value = "/etc/deploy-ca.pem")]
+    ca_cert: PathBuf,
     /// sysfs (tests point this at a prepared tree).
     #[arg(long, default_value = "/sys", hide = true)]
     sysfs_root: PathBuf,
@@ -218,6 +222,7 @@ fn deploy(runtime: &tokio::runtime::Runtime, args: DeployArgs) -> anyhow::Result
             ..Retry::default()
         },
         mount_point: args.mount_point,
+        ca_cert: args.ca_cert,
     };
     let result = runtime.block_on(target_agent::deploy::run(&options));
     if let Err(failure) = &result {

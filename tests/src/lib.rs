@@ -11,6 +11,8 @@
 //! - [`pyenv`]: a Python virtual environment with Ironic's own clients.
 //! - [`serve`]: `conductor-writer serve` as a process, an HTTP client for its
 //!   API, and the nodes and disks it deploys.
+//! - [`web`]: Debian's nginx on loopback (http and https, with a CA made
+//!   here), a proxy that cuts its answers short, peak memory of a process.
 //! - [`initiator`]: a deliberately simple blocking initiator over
 //!   `iscsi-proto`, one command at a time, to drive any target from a test.
 //!
@@ -27,6 +29,7 @@ pub mod rootfs;
 pub mod serve;
 pub mod tftpd;
 pub mod tgtd;
+pub mod web;
 
 /// A seed for a test's random choices: `$VAR` if set, else from the clock.
 /// Printed as `VAR=SEED`, so that a failing run can be repeated.
@@ -131,10 +134,19 @@ pub fn output_within(
     command: &mut std::process::Command,
     limit: std::time::Duration,
 ) -> std::io::Result<(std::process::Output, bool)> {
+    output_within_from(command, std::process::Stdio::null(), limit)
+}
+
+/// [`output_within`] with `stdin` as the command's standard input.
+pub fn output_within_from(
+    command: &mut std::process::Command,
+    stdin: std::process::Stdio,
+    limit: std::time::Duration,
+) -> std::io::Result<(std::process::Output, bool)> {
     let stdout = tempfile::tempfile()?;
     let stderr = tempfile::tempfile()?;
     let mut child = command
-        .stdin(std::process::Stdio::null())
+        .stdin(stdin)
         .stdout(stdout.try_clone()?)
         .stderr(stderr.try_clone()?)
         .spawn()?;
@@ -170,10 +182,15 @@ pub fn conductor_writer(args: &[&str]) -> std::process::Output {
 
 /// [`conductor_writer`] with `envs` added to its environment.
 pub fn conductor_writer_with(args: &[&str], envs: &[(&str, &str)]) -> std::process::Output {
+    conductor_writer_from(args, envs, std::process::Stdio::null())
+}
+
+/// [`conductor_writer_with`], reading `stdin`.
+pub fn conductor_writer_from(args: &[&str], envs: &[(&str, &str)], stdin: std::process::Stdio) -> std::process::Output {
     let binary = agent::workspace_binary("conductor-writer", "CONDUCTOR_WRITER");
     let mut command = std::process::Command::new(binary);
     command.args(args).envs(envs.iter().copied());
-    let (mut out, killed) = output_within(&mut command, WRITER_LIMIT).expect("run conductor-writer");
+    let (mut out, killed) = output_within_from(&mut command, stdin, WRITER_LIMIT).expect("run conductor-writer");
     if killed {
         let note = format!("\n(conductor-writer {args:?} still ran after {WRITER_LIMIT:?}: killed)\n");
         out.stderr.extend_from_slice(note.as_bytes());

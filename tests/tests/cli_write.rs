@@ -93,9 +93,9 @@ fn write_verify_and_refusals_against_target_agent() {
     std::fs::write(&corrupt, bytes).unwrap();
     let out = writer(&["write", corrupt.to_str().unwrap(), &url]);
     assert!(!out.status.success(), "{}", text(&out));
-    let vmdk = dir.path().join("disk.vmdk");
-    qemu_img(&["create", "-f", "vmdk", vmdk.to_str().unwrap(), "1M"]);
-    let out = writer(&["write", vmdk.to_str().unwrap(), &url]);
+    let vhdx = dir.path().join("disk.vhdx");
+    qemu_img(&["create", "-f", "vhdx", vhdx.to_str().unwrap(), "1M"]);
+    let out = writer(&["write", vhdx.to_str().unwrap(), &url]);
     assert!(
         !out.status.success() && text(&out).contains("qemu-img convert"),
         "{}",

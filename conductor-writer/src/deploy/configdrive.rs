@@ -1,7 +1,7 @@
 //! The config drive (the `config-2` volume cloud-init reads) that a deploy writes after the image.
 //!
 //! The legacy Ironic iSCSI deploy took it as a gzipped, base64-encoded ISO 9660 or
-//! vfat image, or as a plain image, given inline by path or by `http://` URL. We accept
+//! vfat image, or as a plain image, given inline by path or by `http://` URL (and `https://` here). We accept
 //! the same forms so a conductor can hand us what it handed Ironic, and we check the
 //! result is a real file system image before anything touches the disk: a wrong drive is
 //! cheaper to refuse here than to debug on a node that boots without its metadata.
@@ -54,8 +54,6 @@ impl ConfigDrive {
 /// Why a config drive was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigDriveError {
-    #[error("config drive {origin}: https is not supported in this build; download the file and pass its path")]
-    HttpsUnsupported { origin: String },
     #[error("config drive {origin}: cannot read it: {source}; check the path")]
     Read {
         origin: String,
@@ -108,22 +106,19 @@ impl ConfigDriveError {
     }
 }
 
-/// Read a config drive from a local path or an `http://` URL and decode it.
+/// Read a config drive from a local path or an `http://` or `https://` URL (the built-in
+/// roots) and decode it.
 ///
 /// # Errors
 ///
-/// An `https://` URL, a file that cannot be read, a failed fetch or non-2xx answer,
-/// and everything [`decode`] refuses.
+/// A file that cannot be read, a failed fetch or non-2xx answer, and everything [`decode`]
+/// refuses.
 pub fn load(spec: &str, timeout: Duration) -> Result<ConfigDrive, ConfigDriveError> {
     let read_err = |source| ConfigDriveError::Read {
         origin: spec.to_owned(),
         source,
     };
-    let raw = if has_scheme(spec, "https://") {
-        return Err(ConfigDriveError::HttpsUnsupported {
-            origin: spec.to_owned(),
-        });
-    } else if has_scheme(spec, "http://") {
+    let raw = if has_scheme(spec, "http://") || has_scheme(spec, "https://") {
         fetch(spec, timeout)?
     } else {
         let mut raw = Vec::new();
@@ -460,9 +455,9 @@ mod tests {
             matches!(err, ConfigDriveError::Read { .. }) && err.to_string().contains("nope.iso"),
             "{err}"
         );
-        let err = load("HTTPS://example.invalid/drive", TIMEOUT).unwrap_err();
-        assert!(matches!(err, ConfigDriveError::HttpsUnsupported { .. }), "{err}");
-        assert!(err.to_string().contains("download the file"), "{err}");
+        let closed = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let err = load(&format!("HTTPS://127.0.0.1:{closed}/drive"), TIMEOUT).unwrap_err();
+        assert!(matches!(err, ConfigDriveError::Fetch { .. }), "https is fetched: {err}");
     }
 
     /// Serve one request on 127.0.0.1 with `status` and `body`; return the URL.

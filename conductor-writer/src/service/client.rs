@@ -4,7 +4,6 @@
 use super::nodes::NodeSpec;
 use serde_json::Value;
 use std::fmt::Write as _;
-use std::time::Duration;
 
 /// The kernel parameters the ramdisk needs to deploy `spec` and call back
 /// `api_url`: the legacy set, plus `iscsi_chap=1` when the node wants CHAP.
@@ -41,17 +40,22 @@ pub fn pxe_config(spec: &NodeSpec, api_url: &str, kernel: &str, ramdisk: &str) -
     )
 }
 
-/// `GET {url}/v1/nodes/detail`, as `(user, password)` if given.
-pub fn fetch_nodes(url: &str, credentials: Option<&(String, String)>, timeout: Duration) -> anyhow::Result<Value> {
+/// The URL the ramdisk calls back: `given`, else this host's default, `https` when the
+/// service speaks TLS (and then never `http`).
+pub fn api_url(given: Option<&str>, tls: bool) -> anyhow::Result<String> {
+    let scheme = if tls { "https" } else { "http" };
+    let url = given.map_or_else(|| format!("{scheme}://127.0.0.1:6385"), str::to_owned);
+    if tls && !url.to_ascii_lowercase().starts_with("https://") {
+        anyhow::bail!("--tls: the service speaks TLS, so the ramdisk must call https://, not {url}");
+    }
+    Ok(url)
+}
+
+/// `GET {url}/v1/nodes/detail` through `agent`, as `(user, password)` if given.
+pub fn fetch_nodes(agent: &ureq::Agent, url: &str, credentials: Option<&(String, String)>) -> anyhow::Result<Value> {
     use base64::Engine as _;
-    let config = ureq::Agent::config_builder()
-        .timeout_global(Some(timeout))
-        .http_status_as_error(false)
-        .build();
     let address = format!("{}/v1/nodes/detail", url.trim_end_matches('/'));
-    let mut request = ureq::Agent::new_with_config(config)
-        .get(&address)
-        .header("X-OpenStack-Ironic-API-Version", "latest");
+    let mut request = agent.get(&address).header("X-OpenStack-Ironic-API-Version", "latest");
     if let Some((user, password)) = credentials {
         let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
         request = request.header("Authorization", &format!("Basic {token}"));

@@ -2,15 +2,15 @@
 //! however many nodes deploy it at once.
 //!
 //! A path is checksummed once (and again only if the file changes); an
-//! `http://` URL is downloaded once into the cache directory, then checked.
+//! `http://` or `https://` URL is downloaded once into the cache directory,
+//! then checked.
 //! Concurrent deploys of the same image wait for the one check.
 
 use crate::source::{self, Checksum};
 use std::collections::HashMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 use tokio::sync::OnceCell;
 
 /// What identifies one check of one image.
@@ -32,16 +32,17 @@ type Check = (Stamp, Arc<OnceCell<Ready>>);
 #[derive(Debug)]
 pub struct Images {
     cache_dir: PathBuf,
-    timeout: Duration,
+    /// The HTTP(S) client: its TLS roots and timeouts.
+    agent: ureq::Agent,
     checked: Mutex<HashMap<Key, Check>>,
 }
 
 impl Images {
     #[must_use]
-    pub fn new(cache_dir: PathBuf, timeout: Duration) -> Self {
+    pub fn new(cache_dir: PathBuf, agent: ureq::Agent) -> Self {
         Images {
             cache_dir,
-            timeout,
+            agent,
             checked: Mutex::new(HashMap::new()),
         }
     }
@@ -63,9 +64,9 @@ impl Images {
             entry.1.clone()
         };
         let (image, checksum) = (image.to_owned(), checksum.map(str::to_owned));
-        let (dir, timeout) = (self.cache_dir.clone(), self.timeout);
+        let (dir, agent) = (self.cache_dir.clone(), self.agent.clone());
         cell.get_or_init(|| async move {
-            tokio::task::spawn_blocking(move || prepare(&image, checksum.as_deref(), &dir, timeout))
+            tokio::task::spawn_blocking(move || prepare(&image, checksum.as_deref(), &dir, &agent))
                 .await
                 .unwrap_or_else(|e| Err(format!("internal error: {e}")))
         })
@@ -79,13 +80,9 @@ fn file_stamp(path: &Path) -> Stamp {
     Some((meta.len(), meta.modified().ok()?))
 }
 
-fn prepare(image: &str, checksum: Option<&str>, cache_dir: &Path, timeout: Duration) -> Ready {
-    let path = if image.starts_with("http://") {
-        download(image, cache_dir, timeout)?
-    } else if image.starts_with("https://") {
-        return Err(format!(
-            "{image}: https is not supported in this build; download the image and give its path"
-        ));
+fn prepare(image: &str, checksum: Option<&str>, cache_dir: &Path, agent: &ureq::Agent) -> Ready {
+    let path = if image.starts_with("http://") || image.starts_with("https://") {
+        download(image, cache_dir, agent)?
     } else {
         PathBuf::from(image)
     };
@@ -102,7 +99,7 @@ fn prepare(image: &str, checksum: Option<&str>, cache_dir: &Path, timeout: Durat
 }
 
 /// Fetch `url` into the cache directory (once: a finished download is reused).
-fn download(url: &str, cache_dir: &Path, timeout: Duration) -> Result<PathBuf, String> {
+fn download(url: &str, cache_dir: &Path, agent: &ureq::Agent) -> Result<PathBuf, String> {
     use sha2::Digest as _;
     let name: String = sha2::Sha256::digest(url.as_bytes())
         .iter()
@@ -114,22 +111,8 @@ fn download(url: &str, cache_dir: &Path, timeout: Duration) -> Result<PathBuf, S
         return Ok(path);
     }
     std::fs::create_dir_all(cache_dir).map_err(|e| format!("cannot make {}: {e}", cache_dir.display()))?;
-    let config = ureq::Agent::config_builder()
-        .timeout_connect(Some(timeout))
-        .http_status_as_error(false)
-        .build();
-    let mut response = ureq::Agent::new_with_config(config)
-        .get(url)
-        .call()
-        .map_err(|e| format!("cannot fetch {url}: {e}"))?;
-    if !response.status().is_success() {
-        return Err(format!("cannot fetch {url}: HTTP {}", response.status()));
-    }
     let partial = path.with_extension("partial");
-    let mut file = std::fs::File::create(&partial).map_err(|e| format!("cannot write {}: {e}", partial.display()))?;
-    let mut body = response.body_mut().with_config().limit(u64::MAX).reader();
-    std::io::copy(&mut body, &mut file).map_err(|e| format!("fetching {url}: {e}"))?;
-    file.flush().map_err(|e| e.to_string())?;
+    source::download_to(agent, url, &partial, None).map_err(|e| e.to_string())?;
     std::fs::rename(&partial, &path).map_err(|e| format!("cannot keep {}: {e}", path.display()))?;
     Ok(path)
 }

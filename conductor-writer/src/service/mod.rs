@@ -63,13 +63,17 @@ pub struct ServiceOptions {
     pub max_parallel: usize,
     /// A node waiting longer than this for its ramdisk fails.
     pub callback_timeout: Duration,
-    /// Where http:// images are downloaded.
+    /// Where http:// and https:// images are downloaded.
     pub cache_dir: PathBuf,
     pub login: Login,
     pub write: WriteOptions,
     pub sessions: usize,
     /// Who may use the API (the ramdisk callbacks and version documents are public).
     pub auth: http::auth::ApiAuth,
+    /// CA certificates for https images (else the built-in roots).
+    pub ca_cert: Option<PathBuf>,
+    /// Serve the API over TLS with this configuration.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 /// A deploy's progress, for the read side.
@@ -157,7 +161,8 @@ impl Service {
         for line in store.sync_nodes(&specs)? {
             warn!("{line}");
         }
-        let images = images::Images::new(options.cache_dir.clone(), Duration::from_secs(60));
+        let agent = crate::tls::http_agent(options.ca_cert.as_deref(), Duration::from_secs(60))?;
+        let images = images::Images::new(options.cache_dir.clone(), agent);
         Ok(Arc::new(Service {
             store,
             specs: specs.into_iter().map(|s| (s.uuid.clone(), s)).collect(),
@@ -543,11 +548,18 @@ pub async fn run(options: ServiceOptions, shutdown: impl Future<Output = ()> + S
             watchdog.expire(now);
         }
     });
+    let tls = service.options.tls.clone();
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
-    info!(%listen, "serving the deploy API");
-    let app = http::router(service, verifier).into_make_service_with_connect_info::<SocketAddr>();
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await?;
+    let app = http::router(service, verifier).into_make_service_with_connect_info::<http::Caller>();
+    if let Some(config) = tls {
+        info!(%listen, "serving the deploy API over TLS");
+        let listener = crate::tls::TlsListener::new(listener, config)?;
+        axum::serve(listener, app).with_graceful_shutdown(shutdown).await?;
+    } else {
+        info!(%listen, "serving the deploy API");
+        axum::serve(listener, app).with_graceful_shutdown(shutdown).await?;
+    }
     Ok(())
 }

@@ -138,3 +138,34 @@ fn hash_file<D: Digest>(path: &Path, mut file: File) -> Result<sha2::digest::Out
         offset += n as u64;
     }
 }
+
+/// A digest computed over bytes as they arrive (a streamed image), in the algorithm of the
+/// checksum it will be compared with.
+#[derive(Debug, Clone)]
+pub(crate) enum Hasher {
+    Sha256(Sha256),
+    Md5(Md5),
+}
+
+impl Hasher {
+    pub(crate) fn for_checksum(expected: &Checksum) -> Self {
+        match expected {
+            Checksum::Sha256(_) => Hasher::Sha256(Sha256::new()),
+            Checksum::Md5(_) => Hasher::Md5(Md5::new()),
+        }
+    }
+
+    pub(crate) fn update(&mut self, bytes: &[u8]) {
+        match self {
+            Hasher::Sha256(h) => h.update(bytes),
+            Hasher::Md5(h) => h.update(bytes),
+        }
+    }
+
+    pub(crate) fn finish(self) -> Checksum {
+        match self {
+            Hasher::Sha256(h) => Checksum::Sha256(h.finalize().into()),
+            Hasher::Md5(h) => Checksum::Md5(h.finalize().into()),
+        }
+    }
+}

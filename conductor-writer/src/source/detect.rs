@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use nix::unistd::{Whence, lseek};
 
 use super::error::{ForeignFormat, SourceError};
+use super::stream::Compression;
 
 /// The qcow and qcow2 magic, "QFI\xfb".
 pub(crate) const QCOW_MAGIC: [u8; 4] = *b"QFI\xfb";
@@ -103,6 +104,10 @@ impl ImageFile {
 pub(crate) enum Detected {
     Raw,
     Qcow2,
+    /// A sparse VMDK extent (`KDMV`): monolithicSparse or streamOptimized.
+    Vmdk,
+    /// A raw image inside a compressed stream.
+    Compressed(Compression),
     Foreign(ForeignFormat),
 }
 
@@ -134,8 +139,16 @@ pub(crate) fn detect_bytes(head: &[u8], tail: Option<&[u8]>) -> Detected {
             _ => Detected::Qcow2,
         };
     }
-    let table: [(&[u8], ForeignFormat); 12] = [
-        (b"KDMV", ForeignFormat::Vmdk),
+    let read: [(&[u8], Detected); 4] = [
+        (b"KDMV", Detected::Vmdk),
+        (b"\x1f\x8b\x08", Detected::Compressed(Compression::Gzip)),
+        (b"\xfd7zXZ\0", Detected::Compressed(Compression::Xz)),
+        (b"\x28\xb5\x2f\xfd", Detected::Compressed(Compression::Zstd)),
+    ];
+    if let Some((_, detected)) = read.iter().find(|(magic, _)| starts(magic)) {
+        return *detected;
+    }
+    let table: [(&[u8], ForeignFormat); 8] = [
         (b"COWD", ForeignFormat::Vmdk),
         (b"# Disk DescriptorFile", ForeignFormat::Vmdk),
         (b"vhdxfile", ForeignFormat::Vhdx),
@@ -143,9 +156,6 @@ pub(crate) fn detect_bytes(head: &[u8], tail: Option<&[u8]>) -> Detected {
         (b"QED\0", ForeignFormat::Qed),
         (b"WithoutFreeSpace", ForeignFormat::Parallels),
         (b"WithouFreSpacExt", ForeignFormat::Parallels),
-        (b"\x1f\x8b\x08", ForeignFormat::Compressed("gzip-compressed")),
-        (b"\xfd7zXZ\0", ForeignFormat::Compressed("xz-compressed")),
-        (b"\x28\xb5\x2f\xfd", ForeignFormat::Compressed("zstd-compressed")),
         (b"BZh", ForeignFormat::Compressed("bzip2-compressed")),
     ];
     if let Some((_, format)) = table.iter().find(|(magic, _)| starts(magic)) {
@@ -180,7 +190,12 @@ mod tests {
         assert_eq!(with(b"QFI\xfb\0\0\0\x03"), Detected::Qcow2);
         assert_eq!(with(b"QFI\xfb\0\0\0\x02"), Detected::Qcow2);
         assert_eq!(with(b"QFI\xfb\0\0\0\x01"), Detected::Foreign(ForeignFormat::Qcow1));
-        assert_eq!(with(b"KDMV\x01\0\0\0"), Detected::Foreign(ForeignFormat::Vmdk));
+        assert_eq!(with(b"KDMV\x01\0\0\0"), Detected::Vmdk);
+        assert_eq!(with(b"COWD\x01\0\0\0"), Detected::Foreign(ForeignFormat::Vmdk));
+        assert_eq!(with(b"# Disk DescriptorFile"), Detected::Foreign(ForeignFormat::Vmdk));
+        assert_eq!(with(b"\x1f\x8b\x08\0"), Detected::Compressed(Compression::Gzip));
+        assert_eq!(with(b"\xfd7zXZ\0\0"), Detected::Compressed(Compression::Xz));
+        assert_eq!(with(b"\x28\xb5\x2f\xfd\x24"), Detected::Compressed(Compression::Zstd));
         assert_eq!(with(b"vhdxfile"), Detected::Foreign(ForeignFormat::Vhdx));
         assert_eq!(with(b"conectix"), Detected::Foreign(ForeignFormat::Vhd));
         assert_eq!(with(b"QED\0"), Detected::Foreign(ForeignFormat::Qed));

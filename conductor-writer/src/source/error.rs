@@ -48,10 +48,14 @@ impl ForeignFormat {
 
 /// The suggestion printed after an unsupported-format error.
 fn convert_hint(format: &ForeignFormat, path: &std::path::Path) -> String {
-    let p = path.display();
+    let p = if path == std::path::Path::new("-") {
+        "FILE".to_owned()
+    } else {
+        path.display().to_string()
+    };
     match format {
         ForeignFormat::Compressed(_) => {
-            "decompress it first (gunzip / unxz / unzstd / bunzip2) and pass the result".into()
+            format!("decompress it on the way in: `bunzip2 -c {p} | conductor-writer write - URL`")
         }
         _ => format!("convert it first: `qemu-img convert -O raw {p} {p}.raw`, then pass {p}.raw"),
     }
@@ -87,9 +91,45 @@ pub enum SourceError {
     #[error("image {path}: the qcow2 image is corrupt: {detail}; run `qemu-img check {}` to see more, or rebuild the image", path.display())]
     Qcow2Corrupt { path: PathBuf, detail: String },
 
-    /// zstd-compressed clusters (imago decodes zlib only).
-    #[error("image {path}: the qcow2 image uses zstd compression, which is not supported; run `qemu-img convert -O raw {} {}.raw` (or `-O qcow2 -c -o compression_type=zlib`) and pass the result", path.display(), path.display())]
-    Qcow2Zstd { path: PathBuf },
+    /// The VMDK structure is invalid (header, footer, grain tables, compressed grains).
+    #[error("image {path}: the VMDK image is corrupt: {detail}; run `qemu-img check {}` to see more, or rebuild the image", path.display())]
+    VmdkCorrupt { path: PathBuf, detail: String },
+
+    /// A VMDK variant not read here.
+    #[error("image {path}: the VMDK image uses {feature}, which is not supported; run `qemu-img convert -O raw {} {}.raw` and pass the result", path.display(), path.display())]
+    VmdkUnsupported { path: PathBuf, feature: String },
+
+    /// A compressed stream (gzip, zstd, xz) that does not decode.
+    #[error(
+        "image {path}: the {kind} stream is corrupt at uncompressed byte {offset}: {error}; the download or the file is damaged, fetch it again"
+    )]
+    Decompress {
+        path: PathBuf,
+        kind: &'static str,
+        offset: u64,
+        error: io::Error,
+    },
+
+    /// An HTTP(S) request for the image failed (after any retries).
+    #[error("image {url}: {reason}")]
+    Http { url: String, reason: String },
+
+    /// The checksum of an image streamed while it was written did not match: the disk holds
+    /// what arrived, which is not the image intended.
+    #[error(
+        "image {path}: checksum mismatch: expected {expected}, got {actual} over the bytes as they streamed; THE DISK NOW HOLDS UNVERIFIED DATA (the image was written as it arrived): do not boot it, write it again from a good image (`--checksum-first` checks a download before anything is written)"
+    )]
+    StreamChecksumMismatch {
+        path: PathBuf,
+        expected: Checksum,
+        actual: Checksum,
+    },
+
+    /// qcow2 and VMDK are read by offsets: not from a pipe.
+    #[error(
+        "image {path}: is a {format} image, which is read by offsets and cannot come from standard input; pass its path or its URL"
+    )]
+    NotStreamable { path: PathBuf, format: super::Format },
 
     /// AES or LUKS encryption (imago has no decryption; it would write ciphertext).
     #[error(

@@ -57,8 +57,8 @@ enum Layer {
 }
 
 impl Qcow2Source {
-    pub(crate) fn open(top: ImageFile, granule: u32, backing_files: bool) -> Result<Self, SourceError> {
-        let header = read_header(&top)?;
+    pub(crate) fn open(mut top: ImageFile, granule: u32, backing_files: bool) -> Result<Self, SourceError> {
+        let header = read_header(&mut top)?;
         if let (Some(backing), false) = (&header.backing_file, backing_files) {
             return Err(SourceError::BackingFileRefused {
                 path: top.path.clone(),
@@ -144,7 +144,7 @@ fn walk_chain(top: ImageFile, header: Qcow2Header) -> Result<(ImageFile, Vec<Lay
                 "is more than {MAX_CHAIN} files down the backing chain"
             )));
         }
-        let image = ImageFile::open(&resolved).map_err(|e| match e {
+        let mut image = ImageFile::open(&resolved).map_err(|e| match e {
             SourceError::NotFound { .. } => backing_error("does not exist".into()),
             other => backing_error(format!("cannot be opened ({other})")),
         })?;
@@ -161,11 +161,19 @@ fn walk_chain(top: ImageFile, header: Qcow2Header) -> Result<(ImageFile, Vec<Lay
             None => match detect(&image)? {
                 Detected::Qcow2 => true,
                 Detected::Raw => false,
+                Detected::Vmdk | Detected::Compressed(_) => {
+                    return Err(backing_error("is not a qcow2 or raw image".into()));
+                }
                 Detected::Foreign(format) => return Err(SourceError::UnsupportedFormat { path: resolved, format }),
             },
         };
         if is_qcow2 {
-            let header = read_header(&image)?;
+            let header = read_header(&mut image)?;
+            if header.zstd {
+                return Err(backing_error(
+                    "is a qcow2 image with zstd-compressed clusters, which is not supported as a backing file".into(),
+                ));
+            }
             next = header
                 .backing_file
                 .map(|name| (name, header.backing_format, resolved.clone()));

@@ -7,7 +7,9 @@
 //! message saying what to do; it also gives the backing file's name and format, so the chain
 //! is opened by us, one named file at a time.
 
-use super::detect::ImageFile;
+use std::path::Path;
+
+use super::access::{RandomAccess, be32, be64};
 use super::error::SourceError;
 
 /// Header field offsets (all big-endian).
@@ -55,28 +57,16 @@ pub(crate) struct Qcow2Header {
     pub(crate) l1_table_offset: u64,
     pub(crate) backing_file: Option<String>,
     pub(crate) backing_format: Option<String>,
-}
-
-fn be32(b: &[u8], at: usize) -> u32 {
-    b.get(at..at + 4)
-        .and_then(|s| s.try_into().ok())
-        .map_or(0, u32::from_be_bytes)
-}
-
-fn be64(b: &[u8], at: usize) -> u64 {
-    b.get(at..at + 8)
-        .and_then(|s| s.try_into().ok())
-        .map_or(0, u64::from_be_bytes)
+    /// Compressed clusters are zstd frames (`compression_type=zstd`), not raw deflate.
+    pub(crate) zstd: bool,
 }
 
 /// Read and check the header of the qcow2 file `image`.
-pub(crate) fn read_header(image: &ImageFile) -> Result<Qcow2Header, SourceError> {
-    let path = &image.path;
+pub(crate) fn read_header(image: &mut dyn RandomAccess) -> Result<Qcow2Header, SourceError> {
+    let path = &image.path().to_path_buf();
     let corrupt = |detail: String| SourceError::corrupt(path, detail);
     let mut fixed = [0u8; field::V3_END + 8];
-    let got = image
-        .read_up_to(0, &mut fixed)
-        .map_err(|e| SourceError::io(path, 0, e))?;
+    let got = image.read_up_to(0, &mut fixed)?;
     if got < field::V2_END {
         return Err(corrupt(format!(
             "the header is truncated (the file has only {got} bytes)"
@@ -99,9 +89,7 @@ pub(crate) fn read_header(image: &ImageFile) -> Result<Qcow2Header, SourceError>
 
     // The header, its extensions and the backing file name all lie in the first cluster.
     let mut head = vec![0u8; cluster_size];
-    let got = image
-        .read_up_to(0, &mut head)
-        .map_err(|e| SourceError::io(path, 0, e))?;
+    let got = image.read_up_to(0, &mut head)?;
     head.truncate(got);
 
     let header_length = if version == 2 {
@@ -120,7 +108,7 @@ pub(crate) fn read_header(image: &ImageFile) -> Result<Qcow2Header, SourceError>
     } else {
         0
     };
-    check_features(image, incompatible, &head, header_length)?;
+    let zstd = check_features(path, incompatible, &head, header_length)?;
 
     match be32(&head, field::CRYPT_METHOD) {
         0 => {}
@@ -144,16 +132,17 @@ pub(crate) fn read_header(image: &ImageFile) -> Result<Qcow2Header, SourceError>
         cluster_bits,
         l1_size: be32(&head, field::L1_SIZE),
         l1_table_offset: be64(&head, field::L1_TABLE_OFFSET),
-        backing_file: backing_file_name(image, &head)?,
-        backing_format: backing_format(image, &head, header_length)?,
+        backing_file: backing_file_name(path, &head)?,
+        backing_format: backing_format(path, &head, header_length)?,
+        zstd,
     };
     check_l1(image, &header)?;
     Ok(header)
 }
 
-/// Refuse incompatible features we cannot (or must not) read through.
-fn check_features(image: &ImageFile, bits: u64, head: &[u8], header_length: usize) -> Result<(), SourceError> {
-    let path = image.path.clone();
+/// Refuse incompatible features we cannot (or must not) read through; true for zstd clusters.
+fn check_features(path: &Path, bits: u64, head: &[u8], header_length: usize) -> Result<bool, SourceError> {
+    let path = path.to_path_buf();
     let unsupported = |feature: &str| {
         Err(SourceError::Qcow2Unsupported {
             path: path.clone(),
@@ -175,32 +164,39 @@ fn check_features(image: &ImageFile, bits: u64, head: &[u8], header_length: usiz
     if bits & incompatible::EXTERNAL_DATA_FILE != 0 {
         return Err(SourceError::Qcow2ExternalData { path });
     }
-    if bits & incompatible::COMPRESSION_TYPE != 0 {
-        let kind = if header_length > field::COMPRESSION_TYPE {
-            head.get(field::COMPRESSION_TYPE)
-        } else {
-            None
-        };
-        return match kind {
-            Some(1) => Err(SourceError::Qcow2Zstd { path }),
-            Some(other) => unsupported(&format!("compression type {other}")),
-            None => Err(SourceError::corrupt(
-                &path,
-                "the compression type bit is set but the field is missing",
-            )),
-        };
-    }
     if bits & incompatible::EXTENDED_L2 != 0 {
         return unsupported("extended L2 entries (subclusters)");
     }
-    if bits != 0 {
+    let known = incompatible::DIRTY
+        | incompatible::CORRUPT
+        | incompatible::EXTERNAL_DATA_FILE
+        | incompatible::COMPRESSION_TYPE
+        | incompatible::EXTENDED_L2;
+    if bits & !known != 0 {
         return unsupported(&format!("unknown incompatible features (bits {bits:#x})"));
     }
-    Ok(())
+    if bits & incompatible::COMPRESSION_TYPE == 0 {
+        return Ok(false);
+    }
+    let kind = if header_length > field::COMPRESSION_TYPE {
+        head.get(field::COMPRESSION_TYPE)
+    } else {
+        None
+    };
+    match kind {
+        // "0: zlib <https://www.zlib.net/>", "1: zstd <http://github.com/facebook/zstd>"
+        Some(0) => Ok(false),
+        Some(1) => Ok(true),
+        Some(other) => unsupported(&format!("compression type {other}")),
+        None => Err(SourceError::corrupt(
+            &path,
+            "the compression type bit is set but the field is missing",
+        )),
+    }
 }
 
 /// The backing file name, if the image has one.
-fn backing_file_name(image: &ImageFile, head: &[u8]) -> Result<Option<String>, SourceError> {
+fn backing_file_name(path: &Path, head: &[u8]) -> Result<Option<String>, SourceError> {
     let offset = be64(head, field::BACKING_FILE_OFFSET);
     if offset == 0 {
         return Ok(None);
@@ -212,17 +208,17 @@ fn backing_file_name(image: &ImageFile, head: &[u8]) -> Result<Option<String>, S
     let name = range.filter(|_| size <= 1023).and_then(|r| head.get(r));
     let name = name.ok_or_else(|| {
         SourceError::corrupt(
-            &image.path,
+            path,
             format!("the backing file name ({size} bytes at {offset}) is outside the header"),
         )
     })?;
     String::from_utf8(name.to_vec())
         .map(Some)
-        .map_err(|_| SourceError::corrupt(&image.path, "the backing file name is not UTF-8"))
+        .map_err(|_| SourceError::corrupt(path, "the backing file name is not UTF-8"))
 }
 
 /// The backing format from the header extensions (`None` if not recorded).
-fn backing_format(image: &ImageFile, head: &[u8], header_length: usize) -> Result<Option<String>, SourceError> {
+fn backing_format(path: &Path, head: &[u8], header_length: usize) -> Result<Option<String>, SourceError> {
     let mut at = header_length;
     loop {
         let Some(ext) = head.get(at..at + 8) else {
@@ -231,16 +227,13 @@ fn backing_format(image: &ImageFile, head: &[u8], header_length: usize) -> Resul
         };
         let (kind, len) = (be32(ext, 0), be32(ext, 4) as usize);
         let data = head.get(at + 8..at + 8 + len).ok_or_else(|| {
-            SourceError::corrupt(
-                &image.path,
-                format!("header extension {kind:#x} runs past the first cluster"),
-            )
+            SourceError::corrupt(path, format!("header extension {kind:#x} runs past the first cluster"))
         })?;
         match kind {
             EXT_END => return Ok(None),
             EXT_BACKING_FORMAT => {
                 let name = String::from_utf8(data.to_vec())
-                    .map_err(|_| SourceError::corrupt(&image.path, "the backing format name is not UTF-8"))?;
+                    .map_err(|_| SourceError::corrupt(path, "the backing format name is not UTF-8"))?;
                 return Ok(Some(name));
             }
             _ => at += 8 + len.next_multiple_of(8),
@@ -249,10 +242,11 @@ fn backing_format(image: &ImageFile, head: &[u8], header_length: usize) -> Resul
 }
 
 /// Check that the L1 table, and every L2 table it points to, lies inside the file.
-fn check_l1(image: &ImageFile, header: &Qcow2Header) -> Result<(), SourceError> {
-    let corrupt = |detail: String| Err(SourceError::corrupt(&image.path, detail));
+fn check_l1(image: &mut dyn RandomAccess, header: &Qcow2Header) -> Result<(), SourceError> {
+    let path = image.path().to_path_buf();
+    let corrupt = |detail: String| Err(SourceError::corrupt(&path, detail));
     let cluster_size = 1u64 << header.cluster_bits;
-    let (l1_size, l1_offset, file_size) = (header.l1_size, header.l1_table_offset, image.size);
+    let (l1_size, l1_offset, file_size) = (header.l1_size, header.l1_table_offset, image.size());
     // Each L2 table maps cluster_size / 8 clusters.
     let l2_span = 1u128 << (2 * header.cluster_bits - 3);
     if u128::from(l1_size) * l2_span < u128::from(header.size) {
@@ -281,9 +275,7 @@ fn check_l1(image: &ImageFile, header: &Qcow2Header) -> Result<(), SourceError> 
     while index < u64::from(l1_size) {
         let at = l1_offset + index * 8;
         let want = (u64::from(l1_size) - index).min(buf.len() as u64 / 8) as usize * 8;
-        let got = image
-            .read_up_to(at, &mut buf[..want])
-            .map_err(|e| SourceError::io(&image.path, at, e))?;
+        let got = image.read_up_to(at, &mut buf[..want])?;
         if got < want {
             image.check_unchanged()?;
             return corrupt(format!("the L1 table at {l1_offset} could not be read whole"));

@@ -10,9 +10,11 @@
 //! answers are retried with a doubling back-off; a 4xx is the API's final word
 //! (wrong key, node not in `wait call-back`) and is returned at once.
 //!
-//! The HTTP client is `ureq` without TLS: an `https` API URL is refused in
-//! [`Api::new`] with an error that says so. Environment proxies are ignored
-//! (the API sits on the provisioning network) and redirects are not followed.
+//! The HTTP client is `ureq`; `https` goes through rustls (ring), trusting the
+//! CA certificates baked into the ramdisk (`tools/build-ramdisk --ca-cert`),
+//! else the Mozilla roots built into the binary ([`Trust`]). Environment
+//! proxies are ignored (the API sits on the provisioning network) and
+//! redirects are not followed.
 
 use serde::Serialize;
 use std::io::Read;
@@ -66,6 +68,50 @@ impl Retry {
     }
 }
 
+/// Whom an `https` API is trusted to be.
+#[derive(Debug, Clone)]
+pub enum Trust {
+    /// Servers whose certificate chains to one of these CA certificates (PEM).
+    Ca(Vec<ureq::tls::Certificate<'static>>),
+    /// The Mozilla root set built into the binary.
+    BuiltIn,
+    /// Anyone: no verification (`ironic_api_insecure=1`).
+    Insecure,
+}
+
+impl Trust {
+    /// The CA certificates of the PEM file `path` if it exists, else the built-in roots.
+    pub fn from_file(path: &std::path::Path) -> Result<Self, ApiError> {
+        let pem = match std::fs::read(path) {
+            Ok(pem) => pem,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Trust::BuiltIn),
+            Err(e) => return Err(ApiError::BadCa(format!("{}: {e}", path.display()))),
+        };
+        let certs: Vec<_> = ureq::tls::parse_pem(&pem)
+            .filter_map(|item| match item {
+                Ok(ureq::tls::PemItem::Certificate(c)) => Some(Ok(c)),
+                Ok(_) => None,
+                Err(e) => Some(Err(e)),
+            })
+            .collect::<Result<_, _>>()
+            .map_err(|e| ApiError::BadCa(format!("{}: {e}", path.display())))?;
+        if certs.is_empty() {
+            return Err(ApiError::BadCa(format!("{}: no PEM certificate in it", path.display())));
+        }
+        Ok(Trust::Ca(certs))
+    }
+
+    fn tls_config(&self) -> ureq::tls::TlsConfig {
+        let builder = ureq::tls::TlsConfig::builder().provider(ureq::tls::TlsProvider::Rustls);
+        match self {
+            Trust::Ca(certs) => builder.root_certs(ureq::tls::RootCerts::new_with_certs(certs)),
+            Trust::BuiltIn => builder.root_certs(ureq::tls::RootCerts::WebPki),
+            Trust::Insecure => builder.disable_verification(true),
+        }
+        .build()
+    }
+}
+
 /// A client for the callbacks of one Ironic API.
 #[derive(Debug, Clone)]
 pub struct Api {
@@ -74,6 +120,7 @@ pub struct Api {
     token: Option<String>,
     timeout: Duration,
     retry: Retry,
+    trust: Trust,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -86,6 +133,10 @@ pub enum ApiError {
     BadUrl(String),
     #[error("the auth token cannot be sent in an HTTP header ({0}); check the token file")]
     BadToken(String),
+    #[error(
+        "the CA certificates for the Ironic API cannot be used: {0}; rebuild the ramdisk with a PEM file (tools/build-ramdisk --ca-cert)"
+    )]
+    BadCa(String),
 }
 
 const JSON: &str = "application/json";
@@ -94,34 +145,44 @@ const BODY_CHARS: usize = 500;
 
 impl Api {
     /// `token` is the token file's content; surrounding whitespace is dropped
-    /// and an empty token means none.
-    pub fn new(api_url: &str, token: Option<String>, timeout: Duration, retry: Retry) -> Result<Self, ApiError> {
+    /// and an empty token means none. `trust` says whom an `https` API must be.
+    pub fn new(
+        api_url: &str,
+        token: Option<String>,
+        timeout: Duration,
+        retry: Retry,
+        trust: Trust,
+    ) -> Result<Self, ApiError> {
         let base = api_url.trim().trim_end_matches('/');
         let uri: ureq::http::Uri = base
             .parse()
             .map_err(|e| ApiError::BadUrl(format!("{api_url:?}: {e}")))?;
         match uri.scheme_str() {
-            Some(s) if s.eq_ignore_ascii_case("http") => {}
-            Some(s) if s.eq_ignore_ascii_case("https") => {
-                let why = "https is not supported in this build (no TLS); use an http:// URL";
-                return Err(ApiError::BadUrl(format!("{api_url:?}: {why}")));
-            }
-            _ => return Err(ApiError::BadUrl(format!("{api_url:?}: not an http:// URL"))),
+            Some(s) if s.eq_ignore_ascii_case("http") || s.eq_ignore_ascii_case("https") => {}
+            _ => return Err(ApiError::BadUrl(format!("{api_url:?}: not an http:// or https:// URL"))),
         }
         if uri.host().is_none_or(str::is_empty) || uri.query().is_some() {
             return Err(ApiError::BadUrl(format!(
-                "{api_url:?}: expected http://host[:port][/path]"
+                "{api_url:?}: expected http(s)://host[:port][/path]"
             )));
         }
         let token = token.map(|t| t.trim().to_owned()).filter(|t| !t.is_empty());
         if let Some(t) = &token {
             ureq::http::HeaderValue::from_str(t).map_err(|e| ApiError::BadToken(e.to_string()))?;
         }
+        if matches!(trust, Trust::Insecure) && uri.scheme_str().is_some_and(|s| s.eq_ignore_ascii_case("https")) {
+            tracing::warn!(
+                url = base,
+                "ironic_api_insecure: the Ironic API's certificate is NOT verified; anyone on the path can \
+                 impersonate it and receive the deployment key"
+            );
+        }
         Ok(Api {
             base: base.to_owned(),
             token,
             timeout,
             retry,
+            trust,
         })
     }
 
@@ -157,6 +218,7 @@ impl Api {
             .timeout_global(Some(self.timeout))
             .max_redirects(0)
             .proxy(None)
+            .tls_config(self.trust.tls_config())
             .build()
             .into();
         let attempts = self.retry.attempts.max(1);
@@ -188,10 +250,23 @@ impl Api {
                 Err(e @ (ureq::Error::BadUri(_) | ureq::Error::Http(_))) => {
                     return Err(ApiError::BadUrl(format!("{url}: {e}")));
                 }
-                Err(e) => last = e.to_string(),
+                Err(e) => last = describe(&e),
             }
         }
         Err(ApiError::Unreachable { url, attempts, last })
+    }
+}
+
+/// A client error in words; a certificate that is not trusted says what to do.
+fn describe(error: &ureq::Error) -> String {
+    let text = error.to_string();
+    if text.contains("UnknownIssuer") || text.contains("certificate") || text.contains("Certificate") {
+        format!(
+            "TLS: the API's certificate is not trusted ({text}); build the ramdisk with its CA \
+             (tools/build-ramdisk --ca-cert), or boot with ironic_api_insecure=1"
+        )
+    } else {
+        text
     }
 }
 
@@ -332,7 +407,14 @@ mod tests {
     }
 
     fn api(base: &str, token: Option<&str>, attempts: u32) -> Api {
-        Api::new(base, token.map(str::to_owned), Duration::from_secs(5), quick(attempts)).unwrap()
+        Api::new(
+            base,
+            token.map(str::to_owned),
+            Duration::from_secs(5),
+            quick(attempts),
+            Trust::BuiltIn,
+        )
+        .unwrap()
     }
 
     fn deploy_info() -> DeployInfo {
@@ -364,11 +446,16 @@ mod tests {
 
     #[test]
     fn bad_urls_and_tokens() {
-        let new =
-            |url: &str, token: Option<&str>| Api::new(url, token.map(str::to_owned), Duration::from_secs(1), quick(1));
-        assert!(
-            matches!(new("https://ironic:6385", None), Err(ApiError::BadUrl(m)) if m.contains("https is not supported"))
-        );
+        let new = |url: &str, token: Option<&str>| {
+            Api::new(
+                url,
+                token.map(str::to_owned),
+                Duration::from_secs(1),
+                quick(1),
+                Trust::BuiltIn,
+            )
+        };
+        assert!(new("https://ironic:6385", None).is_ok());
         for url in [
             "ftp://ironic",
             "ironic:6385",
@@ -438,7 +525,7 @@ mod tests {
     #[test]
     fn server_errors_and_timeouts_are_retried() {
         let (base, handle) = server(vec![Reply::Status(503, "busy"), Reply::Hang, Reply::Status(202, "")]);
-        let api = Api::new(&base, None, Duration::from_millis(300), quick(3)).unwrap();
+        let api = Api::new(&base, None, Duration::from_millis(300), quick(3), Trust::BuiltIn).unwrap();
         assert_eq!(api.pass_deploy_info("n1", &deploy_info()).unwrap(), 202);
         let seen = handle.join().unwrap();
         assert_eq!(seen.len(), 3);

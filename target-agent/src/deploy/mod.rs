@@ -37,7 +37,7 @@ use crate::backend::{BlockDevice, FileDevice, FileOptions};
 use crate::lu::{Identity, LogicalUnit};
 use crate::server;
 use crate::target::{Target, TargetOptions};
-use api::{Api, BootloaderInfo, DeployInfo, Retry};
+use api::{Api, BootloaderInfo, DeployInfo, Retry, Trust};
 use disks::HardwareRoot;
 use iscsi_proto::login::{Credentials, DeployRole, TargetAuth};
 use params::{BootOption, Params};
@@ -76,6 +76,9 @@ pub struct DeployOptions {
     pub retry: Retry,
     /// Where the deployed root file system is mounted for a local boot.
     pub mount_point: PathBuf,
+    /// The CA certificates (PEM) an `https` Ironic API is checked against;
+    /// the built-in roots when the file does not exist.
+    pub ca_cert: PathBuf,
 }
 
 impl Default for DeployOptions {
@@ -93,6 +96,7 @@ impl Default for DeployOptions {
             chap: false,
             retry: Retry::default(),
             mount_point: "/mnt/rootfs".into(),
+            ca_cert: "/etc/deploy-ca.pem".into(),
         }
     }
 }
@@ -309,8 +313,14 @@ async fn prepare(options: &DeployOptions) -> Result<Context, DeployFailure> {
         None if params.vmedia => None,
         None => fetch_token(&params, options.tftp_port).await,
     };
+    let trust = if params.insecure {
+        Ok(Trust::Insecure)
+    } else {
+        Trust::from_file(&options.ca_cert)
+    };
     let api = params.api_url.as_deref().and_then(|url| {
-        Api::new(url, token, Duration::from_secs(30), options.retry.clone())
+        trust
+            .and_then(|trust| Api::new(url, token, Duration::from_secs(30), options.retry.clone(), trust))
             .map_err(|e| warn!(error = %e, "the API cannot be called"))
             .ok()
     });

@@ -62,6 +62,8 @@ pub struct Params {
     pub vmedia: bool,
     /// `iscsi_chap=1`: our extension, closing the legacy flow's open target.
     pub chap: bool,
+    /// `ironic_api_insecure=1`: ours too; an `https` API's certificate is not verified.
+    pub insecure: bool,
     /// One line per malformed value, each starting with `name=`.
     pub problems: Vec<String>,
 }
@@ -204,6 +206,7 @@ impl Params {
             "boot_server" => self.boot_server = some(),
             "troubleshoot" => self.troubleshoot = flag(value)?,
             "iscsi_chap" => self.chap = flag(value)?,
+            "ironic_api_insecure" => self.insecure = flag(value)?,
             "boot_method" => self.vmedia = text.eq_ignore_ascii_case("vmedia"),
             _ => {}
         }
@@ -477,6 +480,7 @@ mod tests {
         assert!(!Params::parse("troubleshoot troubleshoot=0").troubleshoot);
         assert!(Params::parse("troubleshoot=0 troubleshoot=TRUE").troubleshoot);
         assert!(Params::parse("iscsi_chap").chap && Params::parse("iscsi_chap=on").chap);
+        assert!(Params::parse("ironic_api_insecure=1").insecure && !Params::parse("iscsi_chap=1").insecure);
     }
 
     #[test]

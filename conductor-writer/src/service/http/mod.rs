@@ -34,9 +34,11 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
+use axum::extract::connect_info::Connected;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use axum::serve::IncomingStream;
 use serde_json::{Map, Value, json};
 
 use super::provision::{check_configdrive, parse_request};
@@ -199,14 +201,35 @@ fn public_url(headers: &HeaderMap, api: &Api) -> String {
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
         .map_or_else(|| api.service.options.listen.to_string(), ToOwned::to_owned);
-    format!("http://{host}")
+    let scheme = if api.service.options.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    format!("{scheme}://{host}")
+}
+
+/// Who called: the peer's address, behind the plain and the TLS listener alike.
+#[derive(Debug, Clone, Copy)]
+pub struct Caller(SocketAddr);
+
+impl Connected<IncomingStream<'_, tokio::net::TcpListener>> for Caller {
+    fn connect_info(stream: IncomingStream<'_, tokio::net::TcpListener>) -> Self {
+        Self(*stream.remote_addr())
+    }
+}
+
+impl Connected<IncomingStream<'_, crate::tls::TlsListener>> for Caller {
+    fn connect_info(stream: IncomingStream<'_, crate::tls::TlsListener>) -> Self {
+        Self(*stream.remote_addr())
+    }
 }
 
 async fn handle(State(api): State<Arc<Api>>, request: Request) -> Response {
     let peer = request
         .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)), |c| c.0);
+        .get::<ConnectInfo<Caller>>()
+        .map_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)), |c| c.0.0);
     let (parts, body) = request.into_parts();
     let minor = version::requested(&parts.headers);
     let answer = answer(

@@ -6,6 +6,7 @@
 
 mod checksum;
 mod corrupt;
+mod formats;
 mod qcow2;
 mod raw;
 

@@ -298,9 +298,6 @@ fn unsupported_qcow2_features_are_refused_clearly() {
         run(d, "qemu-img", &args);
         open(&d.join(name), &options()).expect_err(name)
     };
-    let err = create("zstd.qcow2", &["-o", "compression_type=zstd"]);
-    assert!(matches!(err, SourceError::Qcow2Zstd { .. }), "{err}");
-    assert!(err.to_string().contains("qemu-img convert -O raw"), "{err}");
     let err = create(
         "luks.qcow2",
         &[
@@ -344,16 +341,22 @@ fn forced_formats() {
 fn foreign_formats_get_a_convert_hint() {
     let dir = tempfile::tempdir().expect("tempdir");
     let d = dir.path();
-    for (format, name) in [
-        ("qcow", "qcow (version 1)"),
-        ("vmdk", "VMDK"),
-        ("vpc", "VHD"),
-        ("vhdx", "VHDX"),
-        ("vdi", "VDI"),
-        ("qed", "QED"),
+    // A VMDK that is only a descriptor of other extent files is not read (sparse ones are).
+    for (format, name, create) in [
+        ("qcow", "qcow (version 1)", None),
+        ("vmdk", "VMDK", Some("subformat=monolithicFlat")),
+        ("vpc", "VHD", None),
+        ("vhdx", "VHDX", None),
+        ("vdi", "VDI", None),
+        ("qed", "QED", None),
     ] {
         let file = d.join(format!("img.{format}"));
-        run(d, "qemu-img", &["create", "-q", "-f", format, path_str(&file), "16M"]);
+        let mut args = vec!["create", "-q", "-f", format];
+        if let Some(options) = create {
+            args.extend(["-o", options]);
+        }
+        args.extend([path_str(&file), "16M"]);
+        run(d, "qemu-img", &args);
         let err = open(&file, &options()).expect_err(format);
         let message = err.to_string();
         assert!(matches!(err, SourceError::UnsupportedFormat { .. }), "{format}: {err}");
