@@ -299,13 +299,13 @@ async fn answer(
     let result = match route {
         Route::Root => Ok(Answer::Json(StatusCode::OK, version::root_document(&public))),
         Route::V1 => Ok(Answer::Json(StatusCode::OK, version::v1_document(&public))),
-        Route::Metrics => metrics(&api.service).map(Answer::Text),
+        Route::Metrics => metrics(&api.service).await.map(Answer::Text),
         Route::Callback { node, method } => {
             let method = method.or_else(|| query_value(uri.query(), "method"));
             callback(&api.service, &node, method.as_deref(), peer, &body).await
         }
-        Route::List { detail } => list(&api.service, &public, uri.query().unwrap_or(""), minor, detail),
-        Route::Show(node) => show(&api.service, &public, &node, uri.query().unwrap_or(""), minor),
+        Route::List { detail } => list(&api.service, &public, uri.query().unwrap_or(""), minor, detail).await,
+        Route::Show(node) => show(&api.service, &public, &node, uri.query().unwrap_or(""), minor).await,
         Route::Provision(node) => provision(&api.service, &node, &body, minor).await,
     };
     result.unwrap_or_else(Answer::Error)
@@ -342,7 +342,7 @@ async fn callback(
     body: &Bytes,
 ) -> Result<Answer, ApiError> {
     match method {
-        Some("pass_deploy_info") => service.pass_deploy_info(node, peer, body)?,
+        Some("pass_deploy_info") => service.pass_deploy_info(node, peer, body).await?,
         Some("pass_bootloader_install_info") => service.pass_bootloader_install_info(node, peer, body).await?,
         Some(other) => {
             return Err(ApiError::new(
@@ -364,35 +364,33 @@ async fn callback(
 
 /// Every node's full document (Ironic's fields at the newest version, and
 /// ours when `own`), oldest first.
-fn documents(service: &Service, public: &str, own: bool) -> Result<Vec<Map<String, Value>>, ApiError> {
-    let rows = service.store.nodes().map_err(RequestError::from)?;
-    Ok(rows
-        .iter()
-        .map(|row| {
-            let facts = NodeFacts {
-                row,
-                spec: service.spec(&row.uuid).ok(),
-                public_url: public,
-                host: &service.host,
-            };
-            let mut doc = ironic_document(&facts);
-            if own {
-                doc.insert("progress".into(), json!(service.progress(&row.uuid)));
-                let last = service.store.deploys(&row.uuid).ok().and_then(|mut d| d.pop());
-                doc.insert("last_deploy".into(), json!(last));
-            }
-            doc
-        })
-        .collect())
+async fn documents(service: &Service, public: &str, own: bool) -> Result<Vec<Map<String, Value>>, ApiError> {
+    let rows = service.store.nodes().await.map_err(RequestError::from)?;
+    let mut docs = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let facts = NodeFacts {
+            row,
+            spec: row.spec.as_ref(),
+            public_url: public,
+        };
+        let mut doc = ironic_document(&facts);
+        if own {
+            doc.insert("progress".into(), json!(service.progress(row)));
+            let last = service.store.deploys(&row.uuid).await.ok().and_then(|mut d| d.pop());
+            doc.insert("last_deploy".into(), json!(last));
+        }
+        docs.push(doc);
+    }
+    Ok(docs)
 }
 
-fn list(service: &Service, public: &str, query: &str, minor: u32, detail: bool) -> Result<Answer, ApiError> {
+async fn list(service: &Service, public: &str, query: &str, minor: u32, detail: bool) -> Result<Answer, ApiError> {
     let query = node_query::parse(query, minor, detail)?;
     let own = query
         .fields
         .as_ref()
         .is_none_or(|f| f.iter().any(|f| node_view::OWN_FIELDS.contains(&f.as_str())));
-    let (page, next) = query.page(documents(service, public, own)?)?;
+    let (page, next) = query.page(documents(service, public, own).await?)?;
     let nodes: Vec<Value> = page
         .into_iter()
         .map(|doc| render(doc, minor, query.fields.as_deref()))
@@ -405,7 +403,7 @@ fn list(service: &Service, public: &str, query: &str, minor: u32, detail: bool) 
     Ok(Answer::Json(StatusCode::OK, body))
 }
 
-fn show(service: &Service, public: &str, node: &str, query: &str, minor: u32) -> Result<Answer, ApiError> {
+async fn show(service: &Service, public: &str, node: &str, query: &str, minor: u32) -> Result<Answer, ApiError> {
     let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query).unwrap_or_default();
     let mut fields = None;
     for (name, value) in pairs {
@@ -429,44 +427,49 @@ fn show(service: &Service, public: &str, node: &str, query: &str, minor: u32) ->
             }
         })?;
     }
-    let uuid = service
-        .spec(node)
-        .map_or_else(|_| node.to_ascii_lowercase(), |s| s.uuid.clone());
-    let row = service
-        .store
-        .node(&uuid)
-        .map_err(RequestError::from)?
-        .ok_or_else(|| RequestError::UnknownNode(node.to_owned()))?;
+    // A node in the nodes file by UUID or name; one removed from it by UUID.
+    let row = match service.store.find(node).await.map_err(RequestError::from)? {
+        Some((mut row, spec)) => {
+            row.spec = Some(spec);
+            row
+        }
+        None => service
+            .store
+            .node(&node.to_ascii_lowercase())
+            .await
+            .map_err(RequestError::from)?
+            .ok_or_else(|| RequestError::UnknownNode(node.to_owned()))?,
+    };
     let facts = NodeFacts {
         row: &row,
-        spec: service.spec(&uuid).ok(),
+        spec: row.spec.as_ref(),
         public_url: public,
-        host: &service.host,
     };
     let mut doc = ironic_document(&facts);
-    let deploys = service.store.deploys(&uuid).unwrap_or_default();
-    doc.insert("progress".into(), json!(service.progress(&uuid)));
+    let deploys = service.store.deploys(&row.uuid).await.unwrap_or_default();
+    doc.insert("progress".into(), json!(service.progress(&row)));
     doc.insert("last_deploy".into(), json!(deploys.last()));
-    doc.insert("events".into(), json!(service.store.events(&uuid).unwrap_or_default()));
+    let events = service.store.events(&row.uuid).await.unwrap_or_default();
+    doc.insert("events".into(), json!(events));
     doc.insert("deploys".into(), json!(deploys));
     Ok(Answer::Json(StatusCode::OK, render(doc, minor, fields.as_deref())))
 }
 
 async fn provision(service: &Arc<Service>, node: &str, body: &Bytes, minor: u32) -> Result<Answer, ApiError> {
     // The node first: an unknown node is a 404 whatever the body says.
-    service.spec(node)?;
+    service.find(node).await?;
     let request = parse_request(body, minor)?;
     if let Some(drive) = request.configdrive.clone() {
         tokio::task::spawn_blocking(move || check_configdrive(&drive))
             .await
             .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
     }
-    service.provision(node, &request)?;
+    service.provision(node, &request).await?;
     Ok(Answer::Empty(StatusCode::ACCEPTED))
 }
 
-fn metrics(service: &Service) -> Result<String, ApiError> {
-    let rows = service.store.nodes().map_err(RequestError::from)?;
+async fn metrics(service: &Service) -> Result<String, ApiError> {
+    let rows = service.store.nodes().await.map_err(RequestError::from)?;
     let counts: Vec<(ProvisionState, u64)> = ProvisionState::ALL
         .iter()
         .map(|&state| {
