@@ -88,7 +88,7 @@ impl Service {
 
     /// Claim work while slots are free.
     async fn claim_work(self: &Arc<Self>) {
-        while let Some(slot) = self.slot_for(&self.me.group.clone()) {
+        while let Some(slot) = self.slot_for(&self.me.group) {
             match self.store.claim_next(&self.me, self.options.lease).await {
                 Ok(Some(claim)) => self.start(claim, slot),
                 Ok(None) => return,

@@ -110,6 +110,8 @@ pub enum Registered {
 }
 
 const WORKING: &str = "work, reservation, claim, lease_until";
+/// The claim token of a claim its instance gave up.
+const RELEASED: &str = "released";
 
 impl Store {
     /// `pass_deploy_info` with the right key: a node waiting for it (and not for its boot
@@ -249,12 +251,14 @@ impl Store {
     }
 
     /// Give `claim` up at once (this instance stops): the next instance need not wait for the
-    /// lease to run out.
+    /// lease to run out. (The claim runs out now, not long ago: the callback timeout counts
+    /// from here.)
     pub async fn release(&self, claim: &Claim) -> Result<(), StoreError> {
         let mut tx = self.db.write().await?;
+        let now = tx.now().await?;
         tx.execute(
-            "UPDATE nodes SET lease_until = 0 WHERE uuid = ?1 AND claim = ?2",
-            params![&claim.uuid, &claim.token],
+            "UPDATE nodes SET lease_until = ?3, claim = ?4 WHERE uuid = ?1 AND claim = ?2",
+            params![&claim.uuid, &claim.token, now, RELEASED],
         )
         .await?;
         tx.commit().await
@@ -322,8 +326,8 @@ impl Store {
     }
 
     /// Fail the nodes that waited too long: in `wait call-back` for more than `timeout` (no
-    /// ramdisk called), or in `deploying` with nobody holding them for that long (no instance of
-    /// their conductor group is running).
+    /// ramdisk called), or in `deploying` with nobody holding them for that long since the
+    /// callback or since their last claim ran out (no instance of their conductor group runs).
     pub async fn expire(&self, timeout: Duration, by: &str) -> Result<Vec<Expired>, StoreError> {
         let mut tx = self.db.write().await?;
         let now = tx.now().await?;
@@ -353,8 +357,8 @@ impl Store {
                     format!("with --conductor-group {group}")
                 };
                 format!(
-                    "no conductor of the node's conductor group took up its deploy within {seconds} s \
-                     of the callback; start one {flag}"
+                    "no conductor of the node's conductor group took up its deploy within {seconds} s; \
+                     start one {flag}"
                 )
             };
             let closed_deploy = close_open_deploys(&mut tx, &uuid, "deploy failed", &error, now).await? > 0;
@@ -507,7 +511,7 @@ async fn claim_node(
     lease: Duration,
     now: f64,
 ) -> Result<Option<Claim>, StoreError> {
-    let sql = "SELECT spec, work, reservation, lease_until, state_since FROM nodes WHERE uuid = ?1";
+    let sql = "SELECT spec, work, reservation, lease_until, state_since, claim FROM nodes WHERE uuid = ?1";
     let row = tx
         .query_opt(sql, params![uuid])
         .await?
@@ -600,13 +604,13 @@ async fn claim_node(
 
 /// Why the previous holder no longer holds the node, from its row.
 fn takeover_note(row: &Row, holder: &str) -> String {
-    match row.opt_real(3) {
-        Some(until) if until > 0.0 => format!(
-            "conductor {holder} stopped renewing its claim, which ran out at {}",
-            rfc3339(until)
-        ),
-        _ => format!("conductor {holder} released the node when it stopped"),
+    if row.opt_text(5).as_deref() == Some(RELEASED) {
+        return format!("conductor {holder} released the node when it stopped");
     }
+    format!(
+        "conductor {holder} stopped renewing its claim, which ran out at {}",
+        rfc3339(row.real(3))
+    )
 }
 
 fn parse_claimable(row: &Row) -> Result<(NodeSpec, Work), String> {

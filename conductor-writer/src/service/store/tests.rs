@@ -519,7 +519,7 @@ async fn waits_past_the_callback_timeout_fail() {
         .accept_callback(B, &write_work("10.0.0.5"), "callback", &a, Some(LONG))
         .await
         .unwrap();
-    claimed(&store, C, &a, LONG).await;
+    let c = claimed(&store, C, &a, LONG).await;
     let d = claimed(&store, D, &a, LONG).await;
     store
         .finish(&d, Finish::AwaitBootLoader { figures: figures() }, "a")
@@ -544,6 +544,16 @@ async fn waits_past_the_callback_timeout_fail() {
     assert_eq!(
         store.deploys(D).await.unwrap()[0].outcome.as_deref(),
         Some("deploy failed")
+    );
+    // A claim given up counts from then, not from its callback long ago.
+    store.release(&c).await.unwrap();
+    let timeout = Duration::from_millis(300);
+    assert!(store.expire(timeout, "a").await.unwrap().is_empty());
+    tokio::time::sleep(timeout + SHORT).await;
+    let expired = store.expire(timeout, "a").await.unwrap();
+    assert_eq!(
+        (expired.len(), expired[0].uuid.as_str(), expired[0].closed_deploy),
+        (1, C, true)
     );
 }
 
