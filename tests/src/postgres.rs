@@ -107,6 +107,16 @@ impl Postgres {
         format!("postgres://farm:{PASSWORD}@127.0.0.1:{}/farm", self.port)
     }
 
+    /// The same database through the server's unix socket.
+    #[must_use]
+    pub fn socket_url(&self) -> String {
+        format!(
+            "postgresql:///farm?host={}&port={}&user=farm&password={PASSWORD}",
+            self.dir.path().display(),
+            self.port
+        )
+    }
+
     #[must_use]
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("postgres.log")).unwrap_or_default()

@@ -206,7 +206,8 @@ fn three_instances_on_postgres_share_twelve_nodes_and_survive_a_sigkill() {
         })
         .collect();
     std::fs::write(dir.path().join("nodes.toml"), file).unwrap();
-    let url = pg.url();
+    // a and b reach the server over TCP, c through its unix socket.
+    let urls = [pg.url(), pg.url(), pg.socket_url()];
     let start = |i: usize| {
         let mut args = vec!["--conductor", names[i], "--lease-timeout", LEASE];
         match i {
@@ -215,7 +216,7 @@ fn three_instances_on_postgres_share_twelve_nodes_and_survive_a_sigkill() {
             2 => args.extend(["--conductor-group", "rack2"]),
             _ => {}
         }
-        Serve::start_on(dir.path(), ports[i], &url, &args)
+        Serve::start_on(dir.path(), ports[i], &urls[i], &args)
     };
     let a = start(0);
     let mut b = Some(start(1));
