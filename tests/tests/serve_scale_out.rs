@@ -340,6 +340,28 @@ fn three_instances_on_postgres_share_twelve_nodes_and_survive_a_sigkill() {
         "{table}"
     );
 
+    // Ironic's conductor list: the three instances, b no longer alive.
+    let listed = a.get("/v1/conductors?detail=True");
+    let listed: Vec<(String, String, bool)> = listed["conductors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            let text = |k: &str| c[k].as_str().unwrap().to_owned();
+            (text("hostname"), text("conductor_group"), c["alive"].as_bool().unwrap())
+        })
+        .collect();
+    let expected = [(names[0], "", true), (names[1], "", false), (names[2], "rack2", true)];
+    let expected: Vec<(String, String, bool)> = expected
+        .iter()
+        .map(|(n, g, a)| ((*n).into(), (*g).into(), *a))
+        .collect();
+    assert_eq!(listed, expected);
+    assert_eq!(
+        c.get(&format!("/v1/conductors/{}", names[2]))["conductor_group"],
+        "rack2"
+    );
+
     // It is all in PostgreSQL: b's three attempts, each taken over.
     let rows = pg.psql("SELECT conductor, outcome, count(*) FROM deploys GROUP BY conductor, outcome ORDER BY 1, 2");
     assert!(rows.lines().any(|l| l == "conductor-b|taken over|3"), "{rows}");

@@ -9,6 +9,7 @@
 //! | `GET /v1/nodes`, `GET /v1/nodes/detail` | the nodes, filtered, sorted, paged |
 //! | `GET /v1/nodes/{node}` | one node, by UUID or name |
 //! | `PUT /v1/nodes/{node}/states/provision` | `active`, `rebuild`, `deleted` (and `deploy`, `undeploy`) |
+//! | `GET /v1/conductors`, `GET /v1/conductors/{name}` | the instances sharing the database (1.49) |
 //! | `GET /metrics` | Prometheus metrics |
 //!
 //! As in Ironic, a path may omit `/v1` and end with `/`; every response
@@ -140,6 +141,8 @@ enum Route {
     List { detail: bool },
     Show(String),
     Provision(String),
+    Conductors,
+    Conductor(String),
     Metrics,
 }
 
@@ -181,6 +184,8 @@ fn route(path: &str) -> Option<Route> {
         ["nodes", "detail"] => Route::List { detail: true },
         ["nodes", node] if !node.is_empty() => Route::Show(owned(node)),
         ["nodes", node, "states", "provision"] => Route::Provision(owned(node)),
+        ["conductors"] => Route::Conductors,
+        ["conductors", name] if !name.is_empty() => Route::Conductor(owned(name)),
         ["nodes", node, "vendor_passthru"] => Route::Callback {
             node: owned(node),
             method: None,
@@ -307,6 +312,10 @@ async fn answer(
         Route::List { detail } => list(&api.service, &public, uri.query().unwrap_or(""), minor, detail).await,
         Route::Show(node) => show(&api.service, &public, &node, uri.query().unwrap_or(""), minor).await,
         Route::Provision(node) => provision(&api.service, &node, &body, minor).await,
+        Route::Conductors => conductors(&api.service, &public, None, uri.query().unwrap_or(""), minor).await,
+        Route::Conductor(name) => {
+            conductors(&api.service, &public, Some(&name), uri.query().unwrap_or(""), minor).await
+        }
     };
     result.unwrap_or_else(Answer::Error)
 }
@@ -468,6 +477,70 @@ async fn provision(service: &Arc<Service>, node: &str, body: &Bytes, minor: u32)
     Ok(Answer::Empty(StatusCode::ACCEPTED))
 }
 
+/// The API version that added conductors.
+const CONDUCTORS: u32 = 49;
+
+/// Ironic's conductors: the instances on this database (`hostname` is the
+/// instance's `--conductor` name), alive if heard from within the lease.
+async fn conductors(
+    service: &Service,
+    public: &str,
+    one: Option<&str>,
+    query: &str,
+    minor: u32,
+) -> Result<Answer, ApiError> {
+    if minor < CONDUCTORS {
+        return Err(ApiError::not_found());
+    }
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query).unwrap_or_default();
+    let mut detail = one.is_some();
+    for (name, value) in pairs {
+        match (name.as_str(), value.to_ascii_lowercase().as_str()) {
+            ("detail", "true" | "1") if one.is_none() => detail = true,
+            ("detail", "false" | "0") if one.is_none() => {}
+            _ => {
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    format!("Unexpected arguments: {name}"),
+                ));
+            }
+        }
+    }
+    let rows = service
+        .store
+        .conductors(service.lease())
+        .await
+        .map_err(RequestError::from)?;
+    let doc = |row: &super::store::ConductorRow| {
+        let mut doc = json!({
+            "hostname": row.name,
+            "conductor_group": row.conductor_group,
+            "alive": row.alive,
+            "links": [
+                {"href": format!("{public}/v1/conductors/{}", row.name), "rel": "self"},
+                {"href": format!("{public}/conductors/{}", row.name), "rel": "bookmark"},
+            ],
+        });
+        if detail {
+            doc["drivers"] = json!(["iscsi"]);
+            doc["created_at"] = json!(row.started_at);
+            doc["updated_at"] = json!(row.heartbeat_at);
+        }
+        doc
+    };
+    match one {
+        Some(name) => rows
+            .iter()
+            .find(|row| row.name == name)
+            .map(|row| Answer::Json(StatusCode::OK, doc(row)))
+            .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("Conductor {name} could not be found."))),
+        None => Ok(Answer::Json(
+            StatusCode::OK,
+            json!({"conductors": rows.iter().map(doc).collect::<Vec<_>>()}),
+        )),
+    }
+}
+
 async fn metrics(service: &Service) -> Result<String, ApiError> {
     let rows = service.store.nodes().await.map_err(RequestError::from)?;
     let counts: Vec<(ProvisionState, u64)> = ProvisionState::ALL
@@ -508,6 +581,11 @@ mod tests {
             })
         );
         assert_eq!(route("/metrics"), Some(Route::Metrics));
+        assert_eq!(route("/v1/conductors/"), Some(Route::Conductors));
+        assert_eq!(
+            route("/v1/conductors/farm1:6385"),
+            Some(Route::Conductor("farm1:6385".into()))
+        );
         assert_eq!(route("/v1/metrics"), None);
         assert_eq!(route("/v1/ports"), None);
         assert_eq!(route("/v1/nodes/n1/states"), None);
