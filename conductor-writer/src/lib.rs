@@ -21,7 +21,8 @@
 //!   `work_on_disk` did, validated before the first write.
 //!
 //! - [`service`]: `serve`, a stand-alone deploy service answering the
-//!   legacy ramdisk's callbacks, with provision states kept in SQLite.
+//!   legacy ramdisk's callbacks, with provision states kept in SQLite or,
+//!   for several instances, PostgreSQL.
 //! - [`url`]: `iscsi://` URLs as libiscsi and QEMU write them.
 //! - [`tls`]: rustls for the HTTP client and the service's own API.
 //! - [`cli`]: the commands behind `main.rs`.

@@ -24,10 +24,22 @@ struct Cli {
     command: Command,
 }
 
+const DEFAULT_INITIATOR: &str = "iqn.2024-01.org.iscsi-deploy:conductor-writer";
+
+/// `name` as the last part of an IQN: lower case letters, digits, `.` and `-`.
+fn iqn_suffix(name: &str) -> String {
+    name.chars()
+        .map(|c| match c.to_ascii_lowercase() {
+            c @ ('a'..='z' | '0'..='9' | '.' | '-') => c,
+            _ => '-',
+        })
+        .collect()
+}
+
 #[derive(Debug, clap::Args)]
 struct LoginArgs {
-    /// Our iSCSI name.
-    #[arg(long, default_value = "iqn.2024-01.org.iscsi-deploy:conductor-writer")]
+    /// Our iSCSI name (`serve` adds `:` and its --conductor name to the default).
+    #[arg(long, default_value = DEFAULT_INITIATOR)]
     initiator_name: String,
     /// CHAP name (or put user%secret@ in the URL)...
     #[arg(long, requires = "chap_secret")]
@@ -298,9 +310,25 @@ struct ServeArgs {
     /// Where the API listens (6385 is Ironic's port).
     #[arg(long, default_value = "0.0.0.0:6385")]
     listen: std::net::SocketAddr,
-    /// The SQLite database of states and history.
-    #[arg(long, default_value = "conductor-writer.sqlite")]
-    db: PathBuf,
+    /// Where states and history live: a SQLite file (made if missing), or
+    /// a PostgreSQL URL (postgres://USER:PASSWORD@HOST[:PORT]/DB, or
+    /// postgres:///DB?host=/run/postgresql for a unix socket) that several
+    /// instances share.
+    #[arg(long, default_value = "conductor-writer.sqlite", value_name = "FILE|URL")]
+    db: String,
+    /// This instance's name in the database, the same across its restarts
+    /// (default: HOSTNAME:PORT of --listen). Several instances on one
+    /// database need one name each.
+    #[arg(long, value_name = "NAME")]
+    conductor: Option<String>,
+    /// Deploy only nodes whose conductor_group is this (Ironic's conductor
+    /// groups); without it, only nodes without one.
+    #[arg(long, default_value = "", value_name = "GROUP")]
+    conductor_group: String,
+    /// Seconds a claim on a node lasts unless its instance renews it (every
+    /// third of it); an instance that stops is taken over after this long.
+    #[arg(long, default_value_t = 30, value_name = "SECONDS")]
+    lease_timeout: u64,
     /// Deploys running at once.
     #[arg(long, default_value_t = 4)]
     max_parallel: usize,
@@ -565,20 +593,38 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Serve(args) => {
-            let cache_dir = args.cache_dir.clone().unwrap_or_else(|| {
-                args.db
+            let db = service::store::Location::parse(&args.db);
+            let cache_dir = args.cache_dir.clone().unwrap_or_else(|| match &db {
+                service::store::Location::Sqlite(path) => path
                     .parent()
                     .map_or_else(|| PathBuf::from("."), PathBuf::from)
-                    .join("image-cache")
+                    .join("image-cache"),
+                service::store::Location::Postgres(_) => PathBuf::from("image-cache"),
             });
+            let group = args.conductor_group.to_ascii_lowercase();
+            service::nodes::check_conductor_group(&group).map_err(|e| anyhow::anyhow!("--conductor-group {e}"))?;
+            let conductor = args
+                .conductor
+                .clone()
+                .unwrap_or_else(|| format!("{}:{}", service::hostname(), args.listen.port()));
+            anyhow::ensure!(
+                !conductor.trim().is_empty() && conductor.len() <= 255,
+                "--conductor must be a name of 1 to 255 characters"
+            );
+            let mut login = args.login.login();
+            // Each instance logs in under its own name, so that a ramdisk serving
+            // one initiator at a time tells instances apart.
+            if login.initiator_name == DEFAULT_INITIATOR {
+                login.initiator_name = format!("{DEFAULT_INITIATOR}:{}", iqn_suffix(&conductor));
+            }
             let options = ServiceOptions {
                 nodes_file: args.nodes,
                 listen: args.listen,
-                db: args.db,
+                db,
                 max_parallel: args.max_parallel.max(1),
                 callback_timeout: Duration::from_secs(args.callback_timeout.max(1)),
                 cache_dir,
-                login: args.login.login(),
+                login,
                 write: WriteOptions::default(),
                 sessions: args.sessions.max(1),
                 auth: match args.htpasswd {
@@ -590,6 +636,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     (Some(cert), Some(key)) => Some(conductor_writer::tls::server_config(cert, key)?),
                     _ => None,
                 },
+                conductor,
+                conductor_group: group,
+                lease: Duration::from_secs(args.lease_timeout.max(1)),
             };
             service::run(options, iscsi_wire::shutdown_signal()).await?;
         }

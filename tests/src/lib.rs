@@ -9,6 +9,8 @@
 //! - [`tftpd`]: a private tftpd-hpa, the boot server with the auth token.
 //! - [`proxy`]: a TCP proxy that cuts or freezes connections at chosen points.
 //! - [`pyenv`]: a Python virtual environment with Ironic's own clients.
+//! - [`postgres`]: a private PostgreSQL server (initdb in a temporary
+//!   directory, loopback only), for several `serve` instances to share.
 //! - [`serve`]: `conductor-writer serve` as a process, an HTTP client for its
 //!   API, and the nodes and disks it deploys.
 //! - [`web`]: Debian's nginx on loopback (http and https, with a CA made
@@ -22,6 +24,7 @@
 pub mod agent;
 pub mod initiator;
 pub mod ironic;
+pub mod postgres;
 pub mod proxy;
 pub mod pyenv;
 pub mod ramdisk;

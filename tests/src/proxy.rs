@@ -1,7 +1,8 @@
 //! A TCP proxy on loopback that breaks connections on purpose: it cuts the
 //! n-th connection after a given number of bytes from the initiator, can
-//! then fall silent (forward nothing, answer nothing) or refuse everything
-//! after, so a test can watch an initiator recover or give up.
+//! then fall silent (forward nothing, answer nothing), stall that
+//! connection alone, or refuse everything after, so a test can watch an
+//! initiator recover or give up, or catch a writer in the middle of a write.
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -20,6 +21,12 @@ pub enum Fault {
     /// accept later connections without forwarding them (a target whose
     /// host hangs or whose network vanished).
     Freeze,
+    /// Stop delivering the client's bytes (they are read and dropped) while
+    /// the server's still reach the client, until the client goes away;
+    /// then close the server's side too. Later connections are forwarded
+    /// untouched (an initiator stuck in the middle of a write until it
+    /// dies, then a new one).
+    Stall,
 }
 
 #[derive(Debug)]
@@ -152,6 +159,10 @@ impl Shared {
                     Fault::Freeze => {
                         self.frozen.store(true, Ordering::SeqCst);
                         return;
+                    }
+                    Fault::Stall => {
+                        while matches!(from.read(&mut buf), Ok(n) if n > 0) {}
+                        break;
                     }
                 }
             }

@@ -25,14 +25,25 @@ impl Serve {
     /// Serve `dir/nodes.toml` with `dir/state.sqlite` on 127.0.0.1:`port`;
     /// waits until its (public) version document answers.
     pub fn start(dir: &Path, port: u16, extra: &[&str]) -> Self {
+        Self::start_on(dir, port, dir.join("state.sqlite").to_str().expect("UTF-8 path"), extra)
+    }
+
+    /// The same with the database `db` (a SQLite file or a PostgreSQL URL);
+    /// its log goes to `dir/serve-PORT.log`, appended to across restarts.
+    pub fn start_on(dir: &Path, port: u16, db: &str, extra: &[&str]) -> Self {
         let log = dir.join(format!("serve-{port}.log"));
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .expect("open the serve log");
         let child = Command::new(workspace_binary("conductor-writer", "CONDUCTOR_WRITER"))
             .args(["serve", "--nodes", dir.join("nodes.toml").to_str().expect("UTF-8 path")])
-            .args(["--db", dir.join("state.sqlite").to_str().expect("UTF-8 path")])
+            .args(["--db", db])
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .args(extra)
             .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("create the serve log"))
+            .stderr(file)
             .spawn()
             .expect("start conductor-writer serve");
         let mut serve = Serve {
@@ -117,9 +128,18 @@ impl Serve {
         }
     }
 
+    /// SIGKILL: the process dies where it is, as in a crash.
     pub fn stop(mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// SIGTERM, and wait for the clean shutdown; its exit code.
+    pub fn terminate(mut self) -> Option<i32> {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        crate::wait_within(&mut self.child, Duration::from_secs(20)).and_then(|s| s.code())
     }
 }
 

@@ -76,8 +76,9 @@ fn one_node_walks_to_active_and_the_history_survives_a_restart() {
         "{table}"
     );
 
-    // A restart keeps nodes and history.
-    serve.stop();
+    // A restart keeps nodes and history; a clean stop (SIGTERM) takes the
+    // instance offline, so that its name is free again at once.
+    assert_eq!(serve.terminate(), Some(0));
     let serve = Serve::start(dir.path(), serve_port, &[]);
     let again = serve.node(&uuid(1));
     assert_eq!(again["provision_state"], "active");
@@ -218,28 +219,58 @@ fn refusals_change_no_node_and_touch_no_disk() {
         assert_eq!(request("POST", &serve.url(path), Some(&body)).0, 404, "{path}");
     }
 
-    // A deploy running when the service stops is failed at the restart.
+    // A deploy running when the service dies is taken over by the same
+    // instance, restarted, once its claim runs out: deployed again from the
+    // start. Here its ramdisk is gone meanwhile, so the second attempt fails.
+    serve.stop();
+    let lease = ["--lease-timeout", "2"];
+    let serve = Serve::start(dir.path(), serve_port, &lease);
     let body = json!({"address": "127.0.0.1", "key": key(4), "iqn": "iqn.x", "error": ""}).to_string();
     let url = serve.url(&format!(
         "/v1/nodes/{}/vendor_passthru?method=pass_deploy_info",
         uuid(4)
     ));
     assert_eq!(request("POST", &url, Some(&body)).0, 202);
-    serve.wait_for(&uuid(4), "deploying", Duration::from_secs(10));
+    let node = serve.wait_for(&uuid(4), "deploying", Duration::from_secs(10));
+    assert!(node["reservation"].is_string(), "held by the instance: {node}");
     serve.stop();
     drop(silent);
-    let serve = Serve::start(dir.path(), serve_port, &[]);
-    let node = serve.node(&uuid(4));
-    assert_eq!(node["provision_state"], "deploy failed");
+    let serve = Serve::start(dir.path(), serve_port, &lease);
+    let node = serve.wait_for(&uuid(4), "deploy failed", Duration::from_secs(30));
     assert!(
-        node["last_error"].as_str().unwrap().contains("service stopped"),
+        node["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("cannot reach the node's disk"),
         "{node}"
     );
-    assert_eq!(states(&node), ["wait call-back", "deploying", "deploy failed"]);
+    assert_eq!(
+        states(&node),
+        ["wait call-back", "deploying", "deploying", "deploy failed"]
+    );
+    let deploys = node["deploys"].as_array().unwrap();
+    assert_eq!(deploys.len(), 2, "{node}");
+    assert_eq!(deploys[0]["outcome"], "taken over");
+    assert!(
+        deploys[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("stopped renewing its claim"),
+        "{node}"
+    );
+    assert_eq!(deploys[1]["outcome"], "deploy failed");
+    assert_eq!(
+        deploys[0]["conductor"], deploys[1]["conductor"],
+        "the same instance, restarted"
+    );
     serve.stop();
 
     // No callback within the timeout: the waiting nodes fail.
-    let serve = Serve::start(dir.path(), serve_port, &["--callback-timeout", "1"]);
+    let serve = Serve::start(
+        dir.path(),
+        serve_port,
+        &["--callback-timeout", "1", "--lease-timeout", "2"],
+    );
     let node = serve.wait_for(&uuid(3), "deploy failed", Duration::from_secs(20));
     assert!(
         node["last_error"].as_str().unwrap().contains("Timeout reached"),
@@ -286,7 +317,7 @@ fn a_local_boot_waits_for_the_boot_loader_and_a_second_done() {
     assert_eq!(ramdisk.wait(Duration::from_secs(30)), 0, "{}", ramdisk.log());
     assert_eq!(
         states(&node),
-        ["wait call-back", "deploying", "wait call-back", "active"],
+        ["wait call-back", "deploying", "wait call-back", "deploying", "active"],
         "{node}"
     );
     let root = format!("{}p2", device.0);

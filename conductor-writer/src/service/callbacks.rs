@@ -15,11 +15,12 @@ use std::sync::Arc;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
-use tracing::warn;
+use tracing::{info, warn};
 
 use super::metrics::Rejection;
-use super::store::{ConfigDriveChange, ProvisionState, StoreError};
-use super::{BootloaderWait, RequestError, Service};
+use super::nodes::NodeSpec;
+use super::store::{ConfigDriveChange, ProvisionState, StoreError, Work};
+use super::{RequestError, Service};
 
 /// `pass_deploy_info`'s body, once its key is proven.
 #[derive(Debug, Clone, serde::Deserialize)]
@@ -55,19 +56,23 @@ fn key_matches(given: &str, expected: &str) -> bool {
 impl Service {
     /// The node named in a callback, its key checked against `body`; the
     /// body comes back parsed. Every refusal is logged and counted.
-    fn authenticate_callback<T: serde::de::DeserializeOwned>(
+    async fn authenticate_callback<T: serde::de::DeserializeOwned>(
         &self,
         method: &str,
         node: &str,
         peer: SocketAddr,
         body: &[u8],
-    ) -> Result<(super::nodes::NodeSpec, T), RequestError> {
+    ) -> Result<(NodeSpec, T), RequestError> {
         let refuse = |why: Rejection, error: RequestError| {
             warn!(%node, %peer, method, error = %error, "callback refused");
             self.metrics.callback_rejected(why);
             error
         };
-        let spec = self.spec(node).map_err(|e| refuse(Rejection::UnknownNode, e))?.clone();
+        let spec = match self.find(node).await {
+            Ok((_, spec)) => spec,
+            Err(e @ RequestError::UnknownNode(_)) => return Err(refuse(Rejection::UnknownNode, e)),
+            Err(e) => return Err(e),
+        };
         let json: Value = serde_json::from_slice(body).map_err(|e| {
             let error = RequestError::BadRequest(format!("malformed {method} body: {e}"));
             refuse(Rejection::Malformed, error)
@@ -87,36 +92,93 @@ impl Service {
         Ok((spec, parsed))
     }
 
-    /// `pass_deploy_info`: check, record `deploying`, start the deploy.
-    pub fn pass_deploy_info(self: &Arc<Self>, node: &str, peer: SocketAddr, body: &[u8]) -> Result<(), RequestError> {
-        let method = "pass_deploy_info";
-        let (spec, body): (_, DeployCallback) = self.authenticate_callback(method, node, peer, body)?;
-        let wrong_state = |state: ProvisionState| {
-            self.metrics.callback_rejected(Rejection::WrongState);
-            let error = RequestError::WrongState {
-                node: spec.uuid.clone(),
-                state: state.as_str(),
-                expected: ProvisionState::WaitCallBack.as_str(),
-            };
-            warn!(node = %spec.uuid, %peer, method, %error, "callback refused");
-            error
+    /// A callback's refusal because the node does not wait for it.
+    fn wrong_state(
+        &self,
+        uuid: &str,
+        peer: SocketAddr,
+        method: &str,
+        state: ProvisionState,
+        expected: &'static str,
+    ) -> RequestError {
+        self.metrics.callback_rejected(Rejection::WrongState);
+        let error = RequestError::WrongState {
+            node: uuid.to_owned(),
+            state: state.as_str(),
+            expected,
         };
-        if self.waiting_for_bootloader(&spec.uuid) {
-            return Err(wrong_state(ProvisionState::WaitCallBack));
+        warn!(node = %uuid, %peer, method, %error, "callback refused");
+        error
+    }
+
+    /// Record `work` for the node (a step of its deploy), claimed here at
+    /// once when this instance deploys the node's conductor group and has a
+    /// free slot; otherwise an instance that does claims it.
+    async fn accept(
+        self: &Arc<Self>,
+        spec: &NodeSpec,
+        work: Work,
+        detail: &str,
+        peer: SocketAddr,
+        method: &str,
+        expected: &'static str,
+    ) -> Result<(), RequestError> {
+        let slot = self.slot_for(&spec.conductor_group);
+        let lease = slot.as_ref().map(|_| self.lease());
+        match self
+            .store
+            .accept_callback(&spec.uuid, &work, detail, &self.me, lease)
+            .await
+        {
+            Ok(Some(claim)) => {
+                if let Some(slot) = slot {
+                    self.start(claim, slot);
+                }
+                Ok(())
+            }
+            Ok(None) => {
+                if spec.conductor_group != self.me.group {
+                    info!(node = %spec.uuid, group = %spec.conductor_group, "recorded; an instance of the node's conductor group deploys it");
+                }
+                Ok(())
+            }
+            Err(StoreError::NotInState { state, .. }) => {
+                Err(self.wrong_state(&spec.uuid, peer, method, state, expected))
+            }
+            Err(e) => Err(e.into()),
         }
-        let waiting = [ProvisionState::WaitCallBack];
+    }
+
+    /// `pass_deploy_info`: check, record `deploying` with the work, start the
+    /// deploy here or leave it to an instance of the node's group.
+    pub async fn pass_deploy_info(
+        self: &Arc<Self>,
+        node: &str,
+        peer: SocketAddr,
+        body: &[u8],
+    ) -> Result<(), RequestError> {
+        let method = "pass_deploy_info";
+        let (spec, body): (_, DeployCallback) = self.authenticate_callback(method, node, peer, body).await?;
+        let expected = ProvisionState::WaitCallBack.as_str();
         if let Some(error) = body.error.as_deref().filter(|e| !e.is_empty()) {
             let error = format!("Error returned from deploy ramdisk: {error}");
-            return match self.store.transition_if(
-                &spec.uuid,
-                &waiting,
-                ProvisionState::DeployFailed,
-                Some(&error),
-                method,
-                ConfigDriveChange::Keep,
-            ) {
+            return match self
+                .store
+                .transition_if(
+                    &spec.uuid,
+                    &[ProvisionState::WaitCallBack],
+                    ProvisionState::DeployFailed,
+                    Some(&error),
+                    method,
+                    ConfigDriveChange::Keep,
+                    &self.me.name,
+                )
+                .await
+            {
                 Ok(_) => Ok(()),
-                Err(StoreError::NotInState { state, .. }) => Err(wrong_state(state)),
+                Err(StoreError::NotInState { state, .. }) => {
+                    Err(self.wrong_state(&spec.uuid, peer, method, state, expected))
+                }
                 Err(e) => Err(e.into()),
             };
         }
@@ -128,49 +190,26 @@ impl Service {
             .and_then(|p| u16::try_from(p).ok())
             .unwrap_or(3260);
         let detail = format!("callback from {} ({peer}): {iqn} at port {port}", body.address);
-        match self.store.transition_if(
-            &spec.uuid,
-            &waiting,
-            ProvisionState::Deploying,
-            None,
-            &detail,
-            ConfigDriveChange::Keep,
-        ) {
-            Ok(_) => {}
-            Err(StoreError::NotInState { state, .. }) => return Err(wrong_state(state)),
-            Err(e) => return Err(e.into()),
-        }
-        let deploy_id = self.store.start_deploy(&spec.uuid, &body.address)?;
-        self.deploy_started(deploy_id);
-        let service = self.clone();
-        tokio::spawn(async move {
-            service.run_deploy(spec, body.address, iqn, port, deploy_id).await;
-        });
-        Ok(())
+        let work = Work::Write {
+            address: body.address,
+            iqn,
+            port,
+        };
+        self.accept(&spec, work, &detail, peer, method, expected).await
     }
 
-    /// `pass_bootloader_install_info`: the second `done`, then `active`.
+    /// `pass_bootloader_install_info`: FAILED fails the node; SUCCEEDED
+    /// records the second `done` as work, sent here or by an instance of the
+    /// node's group, then `active`.
     pub async fn pass_bootloader_install_info(
-        &self,
+        self: &Arc<Self>,
         node: &str,
         peer: SocketAddr,
         body: &[u8],
     ) -> Result<(), RequestError> {
         let method = "pass_bootloader_install_info";
-        let (spec, body): (_, BootloaderCallback) = self.authenticate_callback(method, node, peer, body)?;
-        let Some(BootloaderWait {
-            deploy_id,
-            notify: (host, port),
-            report,
-        }) = self.waits().remove(&spec.uuid)
-        else {
-            self.metrics.callback_rejected(Rejection::WrongState);
-            return Err(RequestError::WrongState {
-                node: spec.uuid.clone(),
-                state: self.state(&spec.uuid)?.as_str(),
-                expected: "wait call-back (for the boot loader)",
-            });
-        };
+        let (spec, body): (_, BootloaderCallback) = self.authenticate_callback(method, node, peer, body).await?;
+        let expected = "wait call-back (for the boot loader)";
         let failed = match body.status.as_str() {
             "SUCCEEDED" => None,
             "FAILED" => Some(format!(
@@ -181,21 +220,25 @@ impl Service {
             other => Some(format!("unknown boot loader status {other:?}")),
         };
         if let Some(error) = failed {
-            self.conclude(&spec.uuid, deploy_id, report, Some(error), "boot loader")?;
-            return Ok(());
+            return match self
+                .store
+                .fail_boot_loader_wait(&spec.uuid, None, &error, "boot loader", &self.me.name)
+                .await
+            {
+                Ok(()) => {
+                    self.metrics
+                        .deploy_finished(super::metrics::DeployResult::Failed, 0.0, 0, 0);
+                    Ok(())
+                }
+                Err(StoreError::NotInState { state, .. }) => {
+                    Err(self.wrong_state(&spec.uuid, peer, method, state, expected))
+                }
+                Err(e) => Err(e.into()),
+            };
         }
-        // The ramdisk waits for this done before it reboots.
-        let (error, detail) = match crate::cli::notify(&host, port, self.options.login.timeout).await {
-            Ok(()) => (None, "boot loader installed; done sent"),
-            Err(e) => (
-                Some(format!(
-                    "the boot loader is installed, but done could not be sent to {host}:{port}: {e:#}"
-                )),
-                "done",
-            ),
-        };
-        self.conclude(&spec.uuid, deploy_id, report, error, detail)?;
-        Ok(())
+        let detail = format!("boot loader installed ({} at {peer}); sending done", body.address);
+        self.accept(&spec, Work::BootLoaderDone, &detail, peer, method, expected)
+            .await
     }
 }
 

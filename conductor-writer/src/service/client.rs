@@ -88,12 +88,13 @@ fn error_text(body: &str) -> String {
         .unwrap_or_else(|| body.trim().to_owned())
 }
 
-/// The nodes as a table: state, progress, last deploy, last error.
+/// The nodes as a table: state, the instance holding (or last serving)
+/// each, progress, last deploy, last error.
 #[must_use]
 pub fn status_table(nodes: &Value) -> String {
     let mut out = format!(
-        "{:<36}  {:<14}  {:<14}  {:>8}  {:>10}  {}\n",
-        "UUID", "NAME", "STATE", "PROGRESS", "LAST MiB/s", "LAST ERROR"
+        "{:<36}  {:<14}  {:<14}  {:<16}  {:>8}  {:>10}  {}\n",
+        "UUID", "NAME", "STATE", "CONDUCTOR", "PROGRESS", "LAST MiB/s", "LAST ERROR"
     );
     for node in nodes["nodes"].as_array().into_iter().flatten() {
         let text = |v: &Value| v.as_str().unwrap_or("").to_owned();
@@ -108,12 +109,17 @@ pub fn status_table(nodes: &Value) -> String {
             .as_f64()
             .filter(|r| *r > 0.0)
             .map_or_else(|| "-".into(), |r| format!("{r:.1}"));
+        let conductor = match node["reservation"].as_str() {
+            Some(holder) => format!("{holder}*"),
+            None => text(&node["conductor"]),
+        };
         let _ = writeln!(
             out,
-            "{:<36}  {:<14}  {:<14}  {:>8}  {:>10}  {}",
+            "{:<36}  {:<14}  {:<14}  {:<16}  {:>8}  {:>10}  {}",
             text(&node["uuid"]),
             text(&node["name"]),
             text(&node["provision_state"]),
+            conductor,
             progress,
             rate,
             text(&node["last_error"])
@@ -152,15 +158,17 @@ mod tests {
     #[test]
     fn the_status_table_shows_progress_and_rates() {
         let nodes = serde_json::json!({"nodes": [
-            {"uuid": "u1", "name": "n1", "provision_state": "deploying",
+            {"uuid": "u1", "name": "n1", "provision_state": "deploying", "reservation": "c2", "conductor": "c2",
              "progress": {"done_bytes": 25, "total_bytes": 100}, "last_deploy": null, "last_error": null},
             {"uuid": "u2", "name": null, "provision_state": "deploy failed", "progress": null,
+             "reservation": null, "conductor": "c1",
              "last_deploy": {"mib_per_second": 512.25}, "last_error": "boom"},
         ]});
         let table = status_table(&nodes);
         let lines: Vec<&str> = table.lines().collect();
         assert_eq!(lines.len(), 3);
         assert!(lines[1].contains("n1") && lines[1].contains("deploying") && lines[1].contains("25%"));
-        assert!(lines[2].contains("512.2") && lines[2].ends_with("boom"));
+        assert!(lines[1].contains(" c2* "), "a holder is starred: {table}");
+        assert!(lines[2].contains(" c1 ") && lines[2].contains("512.2") && lines[2].ends_with("boom"));
     }
 }

@@ -52,6 +52,11 @@ pub struct NodeSpec {
     pub root_device: Option<String>,
     #[serde(default)]
     pub name: Option<String>,
+    /// Only instances started with this `--conductor-group` deploy the node
+    /// (Ironic's field: lowercased; empty, the default, for instances
+    /// without one).
+    #[serde(default)]
+    pub conductor_group: String,
 }
 
 fn default_image_type() -> String {
@@ -133,6 +138,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Vec<NodeSpec>, NodesError> {
             });
         }
         spec.uuid.make_ascii_lowercase();
+        spec.conductor_group.make_ascii_lowercase();
         if nodes.iter().any(|n| n.uuid == spec.uuid) {
             return Err(NodesError::Duplicate {
                 path: path.into(),
@@ -217,6 +223,7 @@ fn check(s: &NodeSpec) -> Result<(), String> {
             return Err(format!("`{key}` is an empty string; remove the key instead"));
         }
     }
+    check_conductor_group(&s.conductor_group).map_err(|e| format!("`conductor_group` {e}"))?;
     // The API finds a node by its name in a URL path, as Ironic does.
     if let Some(name) = s.name.as_deref().filter(|n| !n.is_empty()) {
         if ["detail", "validate"].contains(&name) {
@@ -229,6 +236,20 @@ fn check(s: &NodeSpec) -> Result<(), String> {
                 "`name` {name:?} must be letters, digits and . _ ~ - only, and not a UUID (Ironic's logical names)"
             ));
         }
+    }
+    Ok(())
+}
+
+/// Ironic's rule for a conductor group: at most 255 letters, digits, `_`, `-` and `.`.
+///
+/// # Errors
+///
+/// What is wrong with `group`, for a message that names where it came from.
+pub fn check_conductor_group(group: &str) -> Result<(), String> {
+    if group.len() > 255 || !group.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b)) {
+        return Err(format!(
+            "{group:?} must be at most 255 letters, digits, _ - and . (Ironic's conductor groups)"
+        ));
     }
     Ok(())
 }
@@ -352,6 +373,7 @@ lun = 2
 chap = true
 root_device = "model=Big%20Disk,size=%3E%3D100"
 name = "rack1-node1"
+conductor_group = "Rack1"
 "#;
 
     fn parse_str(text: &str) -> Result<Vec<NodeSpec>, NodesError> {
@@ -395,6 +417,7 @@ name = "rack1-node1"
             chap: true,
             root_device: Some("model=Big%20Disk,size=%3E%3D100".into()),
             name: Some("rack1-node1".into()),
+            conductor_group: "rack1".into(),
         };
         assert_eq!(nodes, vec![expected]);
         assert_eq!(
@@ -424,6 +447,9 @@ name = "rack1-node1"
         assert!(!node.preserve_ephemeral && !node.chap);
         assert_eq!((node.configdrive, node.disk_label, node.portal), (None, None, None));
         assert_eq!((node.root_device, node.name), (None, None));
+        assert_eq!(node.conductor_group, "");
+        let grouped = node_with(&[("conductor_group", "\"Rack-2.East_1\"")]);
+        assert_eq!(parse_str(&grouped).unwrap()[0].conductor_group, "rack-2.east_1");
     }
 
     #[test]
@@ -472,6 +498,11 @@ name = "rack1-node1"
             (&[("name", "\"rack 1\"")], "`name`"),
             (&[("name", "\"a/b\"")], "`name`"),
             (&[("name", &format!("{UUID:?}"))], "`name`"),
+            (&[("conductor_group", "\"rack 2\"")], "`conductor_group`"),
+            (
+                &[("conductor_group", &format!("{:?}", "g".repeat(256)))],
+                "`conductor_group`",
+            ),
         ];
         for (lines, key) in cases {
             let err = parse_str(&node_with(lines)).unwrap_err();

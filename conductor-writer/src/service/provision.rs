@@ -222,9 +222,9 @@ impl Service {
     ///
     /// An unknown node (`404`), a target not possible from the node's state
     /// (`400`), a node whose deploy runs (`409`).
-    pub fn provision(&self, node: &str, request: &ProvisionRequest) -> Result<(), RequestError> {
-        let spec = self.spec(node)?;
-        let uuid = spec.uuid.clone();
+    pub async fn provision(&self, node: &str, request: &ProvisionRequest) -> Result<(), RequestError> {
+        let (row, _) = self.find(node).await?;
+        let uuid = row.uuid;
         let (from, to) = request.target.transition();
         let configdrive = match (request.target, &request.configdrive) {
             (Target::Deleted, _) => ConfigDriveChange::Clear,
@@ -232,15 +232,22 @@ impl Service {
             (_, None) => ConfigDriveChange::Keep,
         };
         let detail = format!("provision target {}", request.verb);
-        let was = match self.store.transition_if(&uuid, from, to, None, &detail, configdrive) {
+        let moved = self
+            .store
+            .transition_if(&uuid, from, to, None, &detail, configdrive, &self.me.name)
+            .await;
+        let was = match moved {
             Ok(was) => was,
             Err(StoreError::NotInState {
                 state: ProvisionState::Deploying,
+                holder,
                 ..
             }) => {
                 return Err(RequestError::Locked {
                     node: uuid,
-                    host: self.host.clone(),
+                    host: holder.unwrap_or_else(|| {
+                        "(none yet: the deploy waits for an instance of its conductor group)".into()
+                    }),
                 });
             }
             Err(StoreError::NotInState { state, .. }) => {
@@ -252,17 +259,6 @@ impl Service {
             }
             Err(e) => return Err(e.into()),
         };
-        // A node torn down while its image waited for the boot loader
-        // callback: that deploy ends here.
-        let wait = if was == ProvisionState::WaitCallBack {
-            self.waits().remove(&uuid)
-        } else {
-            None
-        };
-        if let Some(wait) = wait {
-            let error = "torn down (deleted) while waiting for the boot loader callback";
-            self.close_deploy(wait.deploy_id, wait.report, error);
-        }
         info!(node = %uuid, target = %request.verb, from = was.as_str(), to = to.as_str(), "provision state changed");
         Ok(())
     }

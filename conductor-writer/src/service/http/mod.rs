@@ -9,6 +9,7 @@
 //! | `GET /v1/nodes`, `GET /v1/nodes/detail` | the nodes, filtered, sorted, paged |
 //! | `GET /v1/nodes/{node}` | one node, by UUID or name |
 //! | `PUT /v1/nodes/{node}/states/provision` | `active`, `rebuild`, `deleted` (and `deploy`, `undeploy`) |
+//! | `GET /v1/conductors`, `GET /v1/conductors/{name}` | the instances sharing the database (1.49) |
 //! | `GET /metrics` | Prometheus metrics |
 //!
 //! As in Ironic, a path may omit `/v1` and end with `/`; every response
@@ -142,6 +143,8 @@ enum Route {
     List { detail: bool },
     Show(String),
     Provision(String),
+    Conductors,
+    Conductor(String),
     Metrics,
 }
 
@@ -183,6 +186,8 @@ fn route(path: &str) -> Option<Route> {
         ["nodes", "detail"] => Route::List { detail: true },
         ["nodes", node] if !node.is_empty() => Route::Show(owned(node)),
         ["nodes", node, "states", "provision"] => Route::Provision(owned(node)),
+        ["conductors"] => Route::Conductors,
+        ["conductors", name] if !name.is_empty() => Route::Conductor(owned(name)),
         ["nodes", node, "vendor_passthru"] => Route::Callback {
             node: owned(node),
             method: None,
@@ -322,14 +327,18 @@ async fn answer(
     let result = match route {
         Route::Root => Ok(Answer::Json(StatusCode::OK, version::root_document(&public))),
         Route::V1 => Ok(Answer::Json(StatusCode::OK, version::v1_document(&public))),
-        Route::Metrics => metrics(&api.service).map(Answer::Text),
+        Route::Metrics => metrics(&api.service).await.map(Answer::Text),
         Route::Callback { node, method } => {
             let method = method.or_else(|| query_value(uri.query(), "method"));
             callback(&api.service, &node, method.as_deref(), peer, &body).await
         }
-        Route::List { detail } => list(&api.service, &public, uri.query().unwrap_or(""), minor, detail),
-        Route::Show(node) => show(&api.service, &public, &node, uri.query().unwrap_or(""), minor),
+        Route::List { detail } => list(&api.service, &public, uri.query().unwrap_or(""), minor, detail).await,
+        Route::Show(node) => show(&api.service, &public, &node, uri.query().unwrap_or(""), minor).await,
         Route::Provision(node) => provision(&api.service, &node, &body, minor).await,
+        Route::Conductors => conductors(&api.service, &public, None, uri.query().unwrap_or(""), minor).await,
+        Route::Conductor(name) => {
+            conductors(&api.service, &public, Some(&name), uri.query().unwrap_or(""), minor).await
+        }
     };
     result.unwrap_or_else(Answer::Error)
 }
@@ -365,7 +374,7 @@ async fn callback(
     body: &Bytes,
 ) -> Result<Answer, ApiError> {
     match method {
-        Some("pass_deploy_info") => service.pass_deploy_info(node, peer, body)?,
+        Some("pass_deploy_info") => service.pass_deploy_info(node, peer, body).await?,
         Some("pass_bootloader_install_info") => service.pass_bootloader_install_info(node, peer, body).await?,
         Some(other) => {
             return Err(ApiError::new(
@@ -387,35 +396,33 @@ async fn callback(
 
 /// Every node's full document (Ironic's fields at the newest version, and
 /// ours when `own`), oldest first.
-fn documents(service: &Service, public: &str, own: bool) -> Result<Vec<Map<String, Value>>, ApiError> {
-    let rows = service.store.nodes().map_err(RequestError::from)?;
-    Ok(rows
-        .iter()
-        .map(|row| {
-            let facts = NodeFacts {
-                row,
-                spec: service.spec(&row.uuid).ok(),
-                public_url: public,
-                host: &service.host,
-            };
-            let mut doc = ironic_document(&facts);
-            if own {
-                doc.insert("progress".into(), json!(service.progress(&row.uuid)));
-                let last = service.store.deploys(&row.uuid).ok().and_then(|mut d| d.pop());
-                doc.insert("last_deploy".into(), json!(last));
-            }
-            doc
-        })
-        .collect())
+async fn documents(service: &Service, public: &str, own: bool) -> Result<Vec<Map<String, Value>>, ApiError> {
+    let rows = service.store.nodes().await.map_err(RequestError::from)?;
+    let mut docs = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let facts = NodeFacts {
+            row,
+            spec: row.spec.as_ref(),
+            public_url: public,
+        };
+        let mut doc = ironic_document(&facts);
+        if own {
+            doc.insert("progress".into(), json!(service.progress(row)));
+            let last = service.store.deploys(&row.uuid).await.ok().and_then(|mut d| d.pop());
+            doc.insert("last_deploy".into(), json!(last));
+        }
+        docs.push(doc);
+    }
+    Ok(docs)
 }
 
-fn list(service: &Service, public: &str, query: &str, minor: u32, detail: bool) -> Result<Answer, ApiError> {
+async fn list(service: &Service, public: &str, query: &str, minor: u32, detail: bool) -> Result<Answer, ApiError> {
     let query = node_query::parse(query, minor, detail)?;
     let own = query
         .fields
         .as_ref()
         .is_none_or(|f| f.iter().any(|f| node_view::OWN_FIELDS.contains(&f.as_str())));
-    let (page, next) = query.page(documents(service, public, own)?)?;
+    let (page, next) = query.page(documents(service, public, own).await?)?;
     let nodes: Vec<Value> = page
         .into_iter()
         .map(|doc| render(doc, minor, query.fields.as_deref()))
@@ -428,7 +435,7 @@ fn list(service: &Service, public: &str, query: &str, minor: u32, detail: bool) 
     Ok(Answer::Json(StatusCode::OK, body))
 }
 
-fn show(service: &Service, public: &str, node: &str, query: &str, minor: u32) -> Result<Answer, ApiError> {
+async fn show(service: &Service, public: &str, node: &str, query: &str, minor: u32) -> Result<Answer, ApiError> {
     let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query).unwrap_or_default();
     let mut fields = None;
     for (name, value) in pairs {
@@ -452,44 +459,113 @@ fn show(service: &Service, public: &str, node: &str, query: &str, minor: u32) ->
             }
         })?;
     }
-    let uuid = service
-        .spec(node)
-        .map_or_else(|_| node.to_ascii_lowercase(), |s| s.uuid.clone());
-    let row = service
-        .store
-        .node(&uuid)
-        .map_err(RequestError::from)?
-        .ok_or_else(|| RequestError::UnknownNode(node.to_owned()))?;
+    // A node in the nodes file by UUID or name; one removed from it by UUID.
+    let row = match service.store.find(node).await.map_err(RequestError::from)? {
+        Some((mut row, spec)) => {
+            row.spec = Some(spec);
+            row
+        }
+        None => service
+            .store
+            .node(&node.to_ascii_lowercase())
+            .await
+            .map_err(RequestError::from)?
+            .ok_or_else(|| RequestError::UnknownNode(node.to_owned()))?,
+    };
     let facts = NodeFacts {
         row: &row,
-        spec: service.spec(&uuid).ok(),
+        spec: row.spec.as_ref(),
         public_url: public,
-        host: &service.host,
     };
     let mut doc = ironic_document(&facts);
-    let deploys = service.store.deploys(&uuid).unwrap_or_default();
-    doc.insert("progress".into(), json!(service.progress(&uuid)));
+    let deploys = service.store.deploys(&row.uuid).await.unwrap_or_default();
+    doc.insert("progress".into(), json!(service.progress(&row)));
     doc.insert("last_deploy".into(), json!(deploys.last()));
-    doc.insert("events".into(), json!(service.store.events(&uuid).unwrap_or_default()));
+    let events = service.store.events(&row.uuid).await.unwrap_or_default();
+    doc.insert("events".into(), json!(events));
     doc.insert("deploys".into(), json!(deploys));
     Ok(Answer::Json(StatusCode::OK, render(doc, minor, fields.as_deref())))
 }
 
 async fn provision(service: &Arc<Service>, node: &str, body: &Bytes, minor: u32) -> Result<Answer, ApiError> {
     // The node first: an unknown node is a 404 whatever the body says.
-    service.spec(node)?;
+    service.find(node).await?;
     let request = parse_request(body, minor)?;
     if let Some(drive) = request.configdrive.clone() {
         tokio::task::spawn_blocking(move || check_configdrive(&drive))
             .await
             .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
     }
-    service.provision(node, &request)?;
+    service.provision(node, &request).await?;
     Ok(Answer::Empty(StatusCode::ACCEPTED))
 }
 
-fn metrics(service: &Service) -> Result<String, ApiError> {
-    let rows = service.store.nodes().map_err(RequestError::from)?;
+/// The API version that added conductors.
+const CONDUCTORS: u32 = 49;
+
+/// Ironic's conductors: the instances on this database (`hostname` is the
+/// instance's `--conductor` name), alive if heard from within the lease.
+async fn conductors(
+    service: &Service,
+    public: &str,
+    one: Option<&str>,
+    query: &str,
+    minor: u32,
+) -> Result<Answer, ApiError> {
+    if minor < CONDUCTORS {
+        return Err(ApiError::not_found());
+    }
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query).unwrap_or_default();
+    let mut detail = one.is_some();
+    for (name, value) in pairs {
+        match (name.as_str(), value.to_ascii_lowercase().as_str()) {
+            ("detail", "true" | "1") if one.is_none() => detail = true,
+            ("detail", "false" | "0") if one.is_none() => {}
+            _ => {
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    format!("Unexpected arguments: {name}"),
+                ));
+            }
+        }
+    }
+    let rows = service
+        .store
+        .conductors(service.lease())
+        .await
+        .map_err(RequestError::from)?;
+    let doc = |row: &super::store::ConductorRow| {
+        let mut doc = json!({
+            "hostname": row.name,
+            "conductor_group": row.conductor_group,
+            "alive": row.alive,
+            "links": [
+                {"href": format!("{public}/v1/conductors/{}", row.name), "rel": "self"},
+                {"href": format!("{public}/conductors/{}", row.name), "rel": "bookmark"},
+            ],
+        });
+        if detail {
+            doc["drivers"] = json!(["iscsi"]);
+            doc["created_at"] = json!(row.started_at);
+            doc["updated_at"] = json!(row.heartbeat_at);
+        }
+        doc
+    };
+    match one {
+        Some(name) => rows
+            .iter()
+            .find(|row| row.name == name)
+            .map(|row| Answer::Json(StatusCode::OK, doc(row)))
+            .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("Conductor {name} could not be found."))),
+        None => Ok(Answer::Json(
+            StatusCode::OK,
+            json!({"conductors": rows.iter().map(doc).collect::<Vec<_>>()}),
+        )),
+    }
+}
+
+async fn metrics(service: &Service) -> Result<String, ApiError> {
+    let rows = service.store.nodes().await.map_err(RequestError::from)?;
     let counts: Vec<(ProvisionState, u64)> = ProvisionState::ALL
         .iter()
         .map(|&state| {
@@ -528,6 +604,11 @@ mod tests {
             })
         );
         assert_eq!(route("/metrics"), Some(Route::Metrics));
+        assert_eq!(route("/v1/conductors/"), Some(Route::Conductors));
+        assert_eq!(
+            route("/v1/conductors/farm1:6385"),
+            Some(Route::Conductor("farm1:6385".into()))
+        );
         assert_eq!(route("/v1/metrics"), None);
         assert_eq!(route("/v1/ports"), None);
         assert_eq!(route("/v1/nodes/n1/states"), None);

@@ -3,9 +3,10 @@
 //! where this service has nothing to say, and a few fields of our own.
 //!
 //! What the service knows: the UUID, name, times, provision state and its
-//! target while a deploy is under way, the last error, the lock a running
-//! deploy holds (`reservation`), the host serving the node (`conductor`),
-//! its boot mode, its deploy interface (`iscsi`), and in `instance_info`
+//! target while a deploy is under way, the last error, the instance holding
+//! the node while a step of its deploy runs there (`reservation`), the
+//! instance serving it (`conductor`: the holder, else the last instance
+//! that worked on it), its `conductor_group`, its boot mode, its deploy interface (`iscsi`), and in `instance_info`
 //! the image it deploys. Power, drivers, ports, inspection, cleaning and the
 //! other Ironic features it does not have are `null`, `{}` or `[]`.
 //!
@@ -146,8 +147,6 @@ pub struct NodeFacts<'a> {
     /// `None` for a node no longer in the nodes file.
     pub spec: Option<&'a NodeSpec>,
     pub public_url: &'a str,
-    /// This machine's name.
-    pub host: &'a str,
 }
 
 /// Every Ironic field of the node at the newest version, and its links.
@@ -159,11 +158,8 @@ pub fn ironic_document(facts: &NodeFacts<'_>) -> Map<String, Value> {
         ProvisionState::WaitCallBack | ProvisionState::Deploying | ProvisionState::DeployFailed => json!("active"),
         ProvisionState::Active | ProvisionState::Available => Value::Null,
     };
-    let reservation = if state == ProvisionState::Deploying {
-        json!(facts.host)
-    } else {
-        Value::Null
-    };
+    let reservation = json!(row.reservation);
+    let conductor = json!(row.reservation.as_ref().or(row.conductor.as_ref()));
     let mut instance_info = Map::new();
     if let Some(spec) = facts.spec {
         instance_info.insert("image_source".into(), json!(spec.image));
@@ -192,12 +188,12 @@ pub fn ironic_document(facts: &NodeFacts<'_>) -> Map<String, Value> {
             "provision_updated_at" => json!(rfc3339(row.state_since)),
             "last_error" => json!(row.last_error),
             "reservation" => reservation.clone(),
-            "conductor" => json!(facts.host),
+            "conductor" => conductor.clone(),
             "deploy_interface" => json!("iscsi"),
             "boot_mode" => json!(facts.spec.map(|s| s.boot_mode.as_str())),
             "instance_info" => Value::Object(instance_info.clone()),
             "maintenance" | "console_enabled" | "protected" | "retired" => json!(false),
-            "conductor_group" => json!(""),
+            "conductor_group" => json!(row.conductor_group),
             "traits" => json!([]),
             "driver_info"
             | "driver_internal_info"
@@ -254,6 +250,12 @@ mod tests {
             updated_at: "2026-01-01T00:00:01.000000+00:00".into(),
             state_since: 0.0,
             has_configdrive: true,
+            conductor_group: "rack2".into(),
+            reservation: (state == ProvisionState::Deploying).then(|| "conductor1".into()),
+            lease_until: None,
+            conductor: Some("conductor0".into()),
+            progress: None,
+            spec: None,
         }
     }
 
@@ -263,7 +265,6 @@ mod tests {
             row: &row,
             spec: None,
             public_url: "http://h:6385",
-            host: "conductor1",
         };
         ironic_document(&facts)
     }
@@ -277,6 +278,14 @@ mod tests {
         );
         let running = doc(ProvisionState::Deploying);
         assert_eq!(running["reservation"], "conductor1");
+        assert_eq!(
+            (&running["conductor"], &running["conductor_group"]),
+            (&json!("conductor1"), &json!("rack2"))
+        );
+        assert_eq!(
+            waiting["conductor"], "conductor0",
+            "the last instance that worked on it"
+        );
         assert_eq!(doc(ProvisionState::DeployFailed)["target_provision_state"], "active");
         assert_eq!(doc(ProvisionState::Active)["target_provision_state"], Value::Null);
         assert_eq!(

@@ -1,18 +1,37 @@
-//! What `conductor-writer serve` remembers: each node's provision state, its history and its deploys.
+//! What `conductor-writer serve` remembers: each node's provision state, its history, its deploys,
+//! and which instance is working on it.
 //!
 //! A deploy outlives the request that started it and a ramdisk may call back long after. Every
-//! state change is committed (WAL, `synchronous=FULL`) before the service acts on it, so after a
-//! crash or restart the operator sees where each node was, and a deploy that was cut short is
-//! reported as failed with the reason instead of hanging in `deploying` forever.
+//! state change is committed before the service acts on it, with the instance that made it, so
+//! after a crash or restart the operator sees where each node was, and another instance (or the
+//! same one, restarted) can pick up what was cut short.
+//!
+//! One storage layer over two databases: embedded SQLite (the default: a file, nothing to install)
+//! or PostgreSQL (several instances on several machines). The queries, the schema and its
+//! migrations are the same for both; [`db`] holds the little that differs.
+//!
+//! # Layout
+//!
+//! - [`db`]: the two drivers behind one transaction type.
+//! - [`schema`]: the schema and its migrations.
+//! - [`claims`]: callbacks recorded as work, claims and their leases, takeovers, the instances.
+//! - this file: nodes, their states and history.
+
+macro_rules! params {
+    ($($v:expr),* $(,)?) => { &[$($crate::service::store::db::Value::from($v)),*][..] };
+}
+
+pub mod claims;
+pub mod db;
+pub mod schema;
 
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSqlOutput, ValueRef};
-use rusqlite::{Connection, OptionalExtension, Row, ToSql, Transaction, TransactionBehavior, params};
 
 use super::nodes::NodeSpec;
+use db::{Db, Row, Tx};
+
+pub use claims::{Claim, Conductor, ConductorRow, Expired, Finish, Registered, Work};
+pub use db::Dialect;
 
 /// Ironic's provision states, the subset this service goes through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -52,18 +71,16 @@ impl ProvisionState {
     pub fn parse(s: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|state| state.as_str() == s)
     }
-}
 
-impl ToSql for ProvisionState {
-    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
-        Ok(ToSqlOutput::from(self.as_str()))
+    fn from_row(row: &Row, i: usize) -> Result<Self, StoreError> {
+        let text = row.text(i)?;
+        Self::parse(&text).ok_or_else(|| StoreError::Corrupt(format!("unknown provision state {text:?}")))
     }
 }
 
-impl FromSql for ProvisionState {
-    fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
-        let text = value.as_str()?;
-        Self::parse(text).ok_or_else(|| FromSqlError::Other(format!("unknown provision state {text:?}").into()))
+impl From<ProvisionState> for db::Value {
+    fn from(state: ProvisionState) -> Self {
+        db::Value::Text(state.as_str().to_owned())
     }
 }
 
@@ -79,6 +96,19 @@ pub struct NodeRow {
     pub state_since: f64,
     /// Whether a provision request gave a config drive for the next deploys.
     pub has_configdrive: bool,
+    pub conductor_group: String,
+    /// The instance holding the node: a step of its deploy runs there (or
+    /// ran there, until another instance takes the node over).
+    pub reservation: Option<String>,
+    /// Unix seconds (database clock) when the holder's claim runs out.
+    pub lease_until: Option<f64>,
+    /// The instance that last worked on the node.
+    pub conductor: Option<String>,
+    /// Bytes written so far and to write, as the holder last reported them.
+    pub progress: Option<(u64, u64)>,
+    /// From the nodes file; `None` once the node is no longer in it.
+    #[serde(skip)]
+    pub spec: Option<NodeSpec>,
 }
 
 /// What a provision request does to the config drive the node's deploys use.
@@ -97,6 +127,8 @@ pub struct EventRow {
     pub from_state: Option<ProvisionState>,
     pub to_state: ProvisionState,
     pub detail: String,
+    /// The instance that made the change.
+    pub conductor: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -105,7 +137,8 @@ pub struct DeployRow {
     pub uuid: String,
     pub started_at: String,
     pub finished_at: Option<String>,
-    /// `"active"` or `"deploy failed"`.
+    /// `"active"`, `"deploy failed"`, or `"taken over"` (its instance
+    /// stopped and another deployed the node again).
     pub outcome: Option<String>,
     pub address: Option<String>,
     pub bytes_sent: u64,
@@ -116,14 +149,52 @@ pub struct DeployRow {
     pub root_uuid: Option<String>,
     pub disk_identifier: Option<String>,
     pub error: Option<String>,
+    /// The instance that ran it.
+    pub conductor: Option<String>,
+}
+
+/// Where the state lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    Sqlite(PathBuf),
+    /// A `postgres://` or `postgresql://` URL.
+    Postgres(String),
+}
+
+impl Location {
+    /// A PostgreSQL URL, or else a SQLite file's path.
+    #[must_use]
+    pub fn parse(text: &str) -> Self {
+        let lower = text.to_ascii_lowercase();
+        if lower.starts_with("postgres://") || lower.starts_with("postgresql://") {
+            Location::Postgres(text.to_owned())
+        } else {
+            Location::Sqlite(PathBuf::from(text))
+        }
+    }
+}
+
+impl std::fmt::Display for Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Location::Sqlite(path) => write!(f, "{}", path.display()),
+            Location::Postgres(url) => f.write_str(&db::redact(url)),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("cannot open the state database {}: {source}", path.display())]
     Open { path: PathBuf, source: rusqlite::Error },
+    #[error("cannot connect to the state database {url}: {message}")]
+    Connect { url: String, message: String },
     #[error("state database: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    #[error("state database: {}", postgres_message(.0))]
+    Postgres(#[from] tokio_postgres::Error),
+    #[error("state database: {0}")]
+    Corrupt(String),
     #[error(
         "the state database has schema version {found}, newer than this program's {supported}; \
          run a newer conductor-writer or use another database"
@@ -134,172 +205,163 @@ pub enum StoreError {
     #[error("deploy {0} does not exist or is already finished")]
     DeployNotOpen(i64),
     #[error("node {uuid} is in state {}", state.as_str())]
-    NotInState { uuid: String, state: ProvisionState },
+    NotInState {
+        uuid: String,
+        state: ProvisionState,
+        /// The instance holding the node, if one does.
+        holder: Option<String>,
+    },
+    /// The node's claim is no longer this one: it ran out and another
+    /// instance took the node over.
+    #[error("node {0} is no longer held by this instance: its claim ran out and another instance took it over")]
+    ClaimLost(String),
 }
 
-const SCHEMA_VERSION: i64 = 2;
-const SCHEMA: &str = "
-CREATE TABLE nodes (uuid TEXT PRIMARY KEY NOT NULL, name TEXT, provision_state TEXT NOT NULL, last_error TEXT,
-    created_at REAL NOT NULL, updated_at REAL NOT NULL, state_since REAL NOT NULL);
-CREATE TABLE events (id INTEGER PRIMARY KEY, uuid TEXT NOT NULL REFERENCES nodes(uuid), at REAL NOT NULL,
-    from_state TEXT, to_state TEXT NOT NULL, detail TEXT NOT NULL);
-CREATE INDEX events_by_node ON events(uuid, id);
-CREATE TABLE deploys (id INTEGER PRIMARY KEY, uuid TEXT NOT NULL REFERENCES nodes(uuid), started_at REAL NOT NULL,
-    finished_at REAL, outcome TEXT, address TEXT, bytes_sent INTEGER NOT NULL DEFAULT 0,
-    bytes_zeroed INTEGER NOT NULL DEFAULT 0, image_bytes INTEGER NOT NULL DEFAULT 0, seconds REAL NOT NULL DEFAULT 0,
-    mib_per_second REAL NOT NULL DEFAULT 0, root_uuid TEXT, disk_identifier TEXT, error TEXT);
-CREATE INDEX deploys_by_node ON deploys(uuid, id);
-PRAGMA user_version = 1;
-";
-/// From each version to the next: `MIGRATIONS[v - 1]` takes version `v` to `v + 1`.
-const MIGRATIONS: [&str; 1] = ["ALTER TABLE nodes ADD COLUMN configdrive TEXT; PRAGMA user_version = 2;"];
-const NODE_COLUMNS: &str =
-    "uuid, name, provision_state, last_error, created_at, updated_at, state_since, configdrive IS NOT NULL";
-const DEPLOY_COLUMNS: &str = "id, uuid, started_at, finished_at, outcome, address, bytes_sent, bytes_zeroed, \
-    image_bytes, seconds, mib_per_second, root_uuid, disk_identifier, error";
+/// tokio-postgres prints "db error" alone; the server's message says what.
+fn postgres_message(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{}: {}", db.severity(), db.message()),
+        None => e.to_string(),
+    }
+}
 
-/// The state database; one connection behind a mutex, shared by the service's tasks.
+const NODE_COLUMNS: &str = "uuid, name, provision_state, last_error, created_at, updated_at, state_since, \
+    configdrive IS NOT NULL, conductor_group, reservation, lease_until, conductor, progress_done, progress_total, spec";
+const DEPLOY_COLUMNS: &str = "id, uuid, started_at, finished_at, outcome, address, bytes_sent, bytes_zeroed, \
+    image_bytes, seconds, mib_per_second, root_uuid, disk_identifier, error, conductor";
+/// The advisory lock start-up syncs take on PostgreSQL (one instance at a time).
+const SYNC_LOCK: i64 = 0x636f_6e64_7563_7402;
+
+/// The state database, shared by the service's tasks (and by other instances).
 #[derive(Debug)]
 pub struct Store {
-    conn: Mutex<Connection>,
+    db: Db,
 }
 
 impl Store {
-    pub fn open(path: &Path) -> Result<Store, StoreError> {
-        let open = || -> rusqlite::Result<Connection> {
-            let conn = Connection::open(path)?;
-            conn.busy_timeout(Duration::from_secs(10))?;
-            conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get::<_, String>(0))?;
-            Ok(conn)
+    /// Open (SQLite: create) the database at `location` and bring its schema up to date.
+    pub async fn open(location: &Location) -> Result<Store, StoreError> {
+        let db = match location {
+            Location::Sqlite(path) => Db::Sqlite(tokio::sync::Mutex::new(open_sqlite(path)?)),
+            Location::Postgres(url) => Db::Postgres(db::Pool::new(url)?),
         };
-        Self::init(open().map_err(|source| StoreError::Open {
-            path: path.into(),
-            source,
-        })?)
+        Self::init(db).await
     }
 
-    pub fn open_in_memory() -> Result<Store, StoreError> {
-        Self::init(Connection::open_in_memory()?)
-    }
-
-    fn init(mut conn: Connection) -> Result<Store, StoreError> {
-        conn.pragma_update(None, "synchronous", "FULL")?;
+    pub async fn open_in_memory() -> Result<Store, StoreError> {
+        let conn = rusqlite::Connection::open_in_memory()?;
         conn.pragma_update(None, "foreign_keys", true)?;
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let found: i64 = tx.query_row("PRAGMA user_version", [], |row| row.get(0))?;
-        if found > SCHEMA_VERSION {
-            return Err(StoreError::SchemaTooNew {
-                found,
-                supported: SCHEMA_VERSION,
-            });
-        }
-        if found == 0 {
-            tx.execute_batch(SCHEMA)?;
-        }
-        for migration in &MIGRATIONS[usize::try_from(found.max(1) - 1).unwrap_or(0)..] {
-            tx.execute_batch(migration)?;
-        }
-        tx.commit()?;
-        Ok(Store { conn: Mutex::new(conn) })
+        Self::init(Db::Sqlite(tokio::sync::Mutex::new(conn))).await
     }
 
-    /// A panic while the lock was held dropped its transaction, which rolled back: the data is whole.
-    fn lock(&self) -> MutexGuard<'_, Connection> {
-        self.conn.lock().unwrap_or_else(PoisonError::into_inner)
+    async fn init(db: Db) -> Result<Store, StoreError> {
+        let mut tx = db.write().await?;
+        schema::migrate(&mut tx).await?;
+        tx.commit().await?;
+        Ok(Store { db })
     }
 
-    /// Runs `f` in one immediate (write) transaction and commits it.
-    fn write<T>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T, StoreError>) -> Result<T, StoreError> {
-        let mut conn = self.lock();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let value = f(&tx)?;
-        tx.commit()?;
-        Ok(value)
+    #[must_use]
+    pub fn dialect(&self) -> Dialect {
+        self.db.dialect()
     }
 
-    /// At start-up: nodes in `specs` not yet known are added in `wait call-back`; known nodes keep
-    /// their state, except `deploying` (and a `wait call-back` whose deploy row is still open) which
-    /// become `deploy failed` with the reason, and every open deploy row is closed with that reason.
-    /// Nodes no longer in the file stay in the database (history) and are reported as removed.
-    /// Returns one line per action for the log.
-    pub fn sync_nodes(&self, specs: &[NodeSpec]) -> Result<Vec<String>, StoreError> {
-        self.write(|tx| {
-            let now = now();
-            let mut log = Vec::new();
-            let known: Vec<(String, Option<String>, ProvisionState, f64)> = tx
-                .prepare("SELECT uuid, name, provision_state, state_since FROM nodes ORDER BY created_at, uuid")?
-                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
-                .collect::<Result<_, _>>()?;
-            for (uuid, name, state, since) in &known {
-                let label = label(uuid, name.as_deref());
-                if let Some(line) = recover(tx, uuid, &label, *state, *since, now)? {
-                    log.push(line);
+    /// At start-up, the nodes file becomes the database's list of nodes: nodes not yet known are
+    /// added in `wait call-back`; known ones take the file's spec (name, image, group, ...) and
+    /// keep their state. Nothing running is failed: a deploy cut short is taken over once its
+    /// claim runs out. Nodes no longer in the file stay in the database (history) but are no
+    /// longer deployed, by any instance. Returns one line per action for the log.
+    pub async fn sync_nodes(&self, specs: &[NodeSpec], by: &str) -> Result<Vec<String>, StoreError> {
+        let mut tx = self.db.write().await?;
+        tx.serialise(SYNC_LOCK).await?;
+        let now = tx.now().await?;
+        let mut log = Vec::new();
+        let rows = tx
+            .query("SELECT uuid, name, spec FROM nodes ORDER BY created_at, uuid", &[])
+            .await?;
+        let mut known = Vec::with_capacity(rows.len());
+        for row in rows {
+            let (uuid, name, spec) = (row.text(0)?, row.opt_text(1), row.opt_text(2));
+            if !specs.iter().any(|s| s.uuid == uuid) {
+                if spec.is_some() {
+                    tx.execute("UPDATE nodes SET spec = NULL WHERE uuid = ?1", params![&uuid])
+                        .await?;
                 }
-                if !specs.iter().any(|s| s.uuid == *uuid) {
-                    log.push(format!(
-                        "node {label}: removed from the nodes file; its history stays in the database"
-                    ));
-                }
+                log.push(format!(
+                    "node {}: not in the nodes file; its history stays in the database, no instance deploys it",
+                    label(&uuid, name.as_deref())
+                ));
             }
-            for spec in specs {
-                match known.iter().find(|(uuid, ..)| *uuid == spec.uuid) {
-                    Some((_, name, ..)) if *name == spec.name => {}
-                    Some(_) => {
-                        tx.execute(
-                            "UPDATE nodes SET name = ?2 WHERE uuid = ?1",
-                            params![spec.uuid, spec.name],
-                        )?;
-                    }
-                    None => {
-                        tx.execute(
-                            "INSERT INTO nodes (uuid, name, provision_state, created_at, updated_at, state_since) \
-                             VALUES (?1, ?2, ?3, ?4, ?4, ?4)",
-                            params![spec.uuid, spec.name, ProvisionState::WaitCallBack, now],
-                        )?;
-                        add_event(
-                            tx,
-                            &spec.uuid,
-                            None,
-                            ProvisionState::WaitCallBack,
-                            "added from the nodes file",
-                            now,
-                        )?;
+            known.push((uuid, spec));
+        }
+        for spec in specs {
+            let json = serde_json::to_string(spec).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            match known.iter().find(|(uuid, _)| *uuid == spec.uuid) {
+                Some((_, stored)) if stored.as_deref() == Some(json.as_str()) => {}
+                Some((_, stored)) => {
+                    tx.execute(
+                        "UPDATE nodes SET name = ?2, spec = ?3, conductor_group = ?4 WHERE uuid = ?1",
+                        params![&spec.uuid, spec.name.as_deref(), &json, &spec.conductor_group],
+                    )
+                    .await?;
+                    if stored.is_some() {
                         log.push(format!(
-                            "node {}: added in wait call-back",
+                            "node {}: its entry in the nodes file changed; the database now has this file's",
                             label(&spec.uuid, spec.name.as_deref())
                         ));
                     }
                 }
+                None => {
+                    tx.execute(
+                        "INSERT INTO nodes (uuid, name, provision_state, created_at, updated_at, state_since, \
+                         spec, conductor_group) VALUES (?1, ?2, ?3, ?4, ?4, ?4, ?5, ?6)",
+                        params![
+                            &spec.uuid,
+                            spec.name.as_deref(),
+                            ProvisionState::WaitCallBack,
+                            now,
+                            &json,
+                            &spec.conductor_group
+                        ],
+                    )
+                    .await?;
+                    let added = "added from the nodes file";
+                    add_event(&mut tx, &spec.uuid, None, ProvisionState::WaitCallBack, added, now, by).await?;
+                    log.push(format!(
+                        "node {}: added in wait call-back",
+                        label(&spec.uuid, spec.name.as_deref())
+                    ));
+                }
             }
-            Ok(log)
-        })
+        }
+        tx.commit().await?;
+        Ok(log)
     }
 
     /// Changes a node's state with an event row. `error: Some` sets last_error; `None` clears it
     /// when moving to `wait call-back`, `deploying` or `active` and keeps it otherwise.
-    pub fn transition(
+    pub async fn transition(
         &self,
         uuid: &str,
         to: ProvisionState,
         error: Option<&str>,
         detail: &str,
+        by: &str,
     ) -> Result<(), StoreError> {
-        self.write(|tx| {
-            let from: ProvisionState = tx
-                .query_row("SELECT provision_state FROM nodes WHERE uuid = ?1", [uuid], |r| {
-                    r.get(0)
-                })
-                .optional()?
-                .ok_or_else(|| StoreError::UnknownNode(uuid.into()))?;
-            set_state(tx, uuid, from, to, error, detail, now())
-        })
+        let mut tx = self.db.write().await?;
+        let (from, _) = locked_state(&mut tx, uuid).await?;
+        let now = tx.now().await?;
+        set_state(&mut tx, uuid, from, to, error, detail, now, by).await?;
+        tx.commit().await
     }
 
     /// Changes a node's state only if it is in one of `from` (checked and changed in one
-    /// transaction, so two requests cannot both move it), and its config drive with it.
-    /// The state it was in comes back; [`StoreError::NotInState`] when it was in none of
-    /// `from`, and then nothing changed.
-    pub fn transition_if(
+    /// transaction, so two requests cannot both move it), and its config drive with it. A node
+    /// torn down while it waited for its boot loader callback has that deploy closed. The state
+    /// it was in comes back; [`StoreError::NotInState`] when it was in none of `from`, and then
+    /// nothing changed.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn transition_if(
         &self,
         uuid: &str,
         from: &[ProvisionState],
@@ -307,267 +369,262 @@ impl Store {
         error: Option<&str>,
         detail: &str,
         configdrive: ConfigDriveChange<'_>,
+        by: &str,
     ) -> Result<ProvisionState, StoreError> {
-        self.write(|tx| {
-            let state: ProvisionState = tx
-                .query_row("SELECT provision_state FROM nodes WHERE uuid = ?1", [uuid], |r| {
-                    r.get(0)
-                })
-                .optional()?
-                .ok_or_else(|| StoreError::UnknownNode(uuid.into()))?;
-            if !from.contains(&state) {
-                return Err(StoreError::NotInState {
-                    uuid: uuid.into(),
-                    state,
-                });
-            }
-            let value = match configdrive {
-                ConfigDriveChange::Keep => None,
-                ConfigDriveChange::Set(value) => Some(Some(value)),
-                ConfigDriveChange::Clear => Some(None),
+        let mut tx = self.db.write().await?;
+        let (state, holder) = locked_state(&mut tx, uuid).await?;
+        if !from.contains(&state) {
+            return Err(StoreError::NotInState {
+                uuid: uuid.into(),
+                state,
+                holder,
+            });
+        }
+        let value = match configdrive {
+            ConfigDriveChange::Keep => None,
+            ConfigDriveChange::Set(value) => Some(Some(value)),
+            ConfigDriveChange::Clear => Some(None),
+        };
+        if let Some(value) = value {
+            tx.execute(
+                "UPDATE nodes SET configdrive = ?2 WHERE uuid = ?1",
+                params![uuid, value],
+            )
+            .await?;
+        }
+        let now = tx.now().await?;
+        if state == ProvisionState::WaitCallBack && to != ProvisionState::Deploying {
+            let why = match to {
+                ProvisionState::Available => "torn down (deleted) while waiting for the boot loader callback",
+                _ => error.unwrap_or(detail),
             };
-            if let Some(value) = value {
-                tx.execute(
-                    "UPDATE nodes SET configdrive = ?2 WHERE uuid = ?1",
-                    params![uuid, value],
-                )?;
-            }
-            set_state(tx, uuid, state, to, error, detail, now())?;
-            Ok(state)
-        })
+            claims::close_open_deploys(&mut tx, uuid, "deploy failed", why, now).await?;
+        }
+        set_state(&mut tx, uuid, state, to, error, detail, now, by).await?;
+        tx.commit().await?;
+        Ok(state)
     }
 
     /// The config drive a provision request gave the node, if any.
-    pub fn configdrive(&self, uuid: &str) -> Result<Option<String>, StoreError> {
-        let conn = self.lock();
-        let found = conn
-            .query_row("SELECT configdrive FROM nodes WHERE uuid = ?1", [uuid], |r| r.get(0))
-            .optional()?;
-        found.ok_or_else(|| StoreError::UnknownNode(uuid.into()))
+    pub async fn configdrive(&self, uuid: &str) -> Result<Option<String>, StoreError> {
+        let mut tx = self.db.read().await?;
+        let row = tx
+            .query_opt("SELECT configdrive FROM nodes WHERE uuid = ?1", params![uuid])
+            .await?
+            .ok_or_else(|| StoreError::UnknownNode(uuid.into()))?;
+        tx.commit().await?;
+        Ok(row.opt_text(0))
     }
 
-    pub fn start_deploy(&self, uuid: &str, address: &str) -> Result<i64, StoreError> {
-        self.write(|tx| {
-            require_node(tx, uuid)?;
-            tx.execute(
-                "INSERT INTO deploys (uuid, started_at, address) VALUES (?1, ?2, ?3)",
-                params![uuid, now(), address],
-            )?;
-            Ok(tx.last_insert_rowid())
-        })
-    }
-
-    /// Closes deploy `id` now with the outcome and figures of `row` (its id, uuid, address and
-    /// times are ignored).
-    pub fn finish_deploy(&self, id: i64, row: &DeployRow) -> Result<(), StoreError> {
-        self.write(|tx| {
-            let [sent, zeroed, image] = [row.bytes_sent, row.bytes_zeroed, row.image_bytes].map(to_i64);
-            let changed = tx.execute(
-                "UPDATE deploys SET finished_at = ?2, outcome = ?3, bytes_sent = ?4, bytes_zeroed = ?5, \
-                 image_bytes = ?6, seconds = ?7, mib_per_second = ?8, root_uuid = ?9, disk_identifier = ?10, \
-                 error = ?11 WHERE id = ?1 AND finished_at IS NULL",
-                params![
-                    id,
-                    now(),
-                    row.outcome,
-                    sent,
-                    zeroed,
-                    image,
-                    row.seconds,
-                    row.mib_per_second,
-                    row.root_uuid,
-                    row.disk_identifier,
-                    row.error
-                ],
-            )?;
-            if changed == 0 {
-                Err(StoreError::DeployNotOpen(id))
-            } else {
-                Ok(())
-            }
-        })
-    }
-
-    pub fn node(&self, uuid: &str) -> Result<Option<NodeRow>, StoreError> {
-        let conn = self.lock();
+    pub async fn node(&self, uuid: &str) -> Result<Option<NodeRow>, StoreError> {
         let sql = format!("SELECT {NODE_COLUMNS} FROM nodes WHERE uuid = ?1");
-        Ok(conn.query_row(&sql, [uuid], node_row).optional()?)
+        self.nodes_where(&sql, params![uuid])
+            .await
+            .map(|rows| rows.into_iter().next())
+    }
+
+    /// The node called `node` (its UUID in any case, or its name) that is in the nodes file.
+    pub async fn find(&self, node: &str) -> Result<Option<(NodeRow, NodeSpec)>, StoreError> {
+        let sql = format!(
+            "SELECT {NODE_COLUMNS} FROM nodes WHERE (uuid = ?1 OR name = ?2) AND spec IS NOT NULL \
+             ORDER BY uuid = ?1 DESC"
+        );
+        let rows = self.nodes_where(&sql, params![node.to_ascii_lowercase(), node]).await?;
+        Ok(rows
+            .into_iter()
+            .find_map(|mut row| row.spec.take().map(|spec| (row, spec))))
     }
 
     /// All nodes, removed ones included, ordered by created_at then uuid.
-    pub fn nodes(&self) -> Result<Vec<NodeRow>, StoreError> {
-        let conn = self.lock();
-        let mut stmt = conn.prepare(&format!("SELECT {NODE_COLUMNS} FROM nodes ORDER BY created_at, uuid"))?;
-        Ok(stmt.query_map([], node_row)?.collect::<Result<_, _>>()?)
+    pub async fn nodes(&self) -> Result<Vec<NodeRow>, StoreError> {
+        let sql = format!("SELECT {NODE_COLUMNS} FROM nodes ORDER BY created_at, uuid");
+        self.nodes_where(&sql, &[]).await
+    }
+
+    async fn nodes_where(&self, sql: &str, params: &[db::Value]) -> Result<Vec<NodeRow>, StoreError> {
+        let mut tx = self.db.read().await?;
+        let rows = tx.query(sql, params).await?;
+        tx.commit().await?;
+        rows.iter().map(node_row).collect()
     }
 
     /// A node's state changes, oldest first.
-    pub fn events(&self, uuid: &str) -> Result<Vec<EventRow>, StoreError> {
-        self.for_node(
-            uuid,
-            "SELECT at, from_state, to_state, detail FROM events WHERE uuid = ?1 ORDER BY id",
-            |r| {
+    pub async fn events(&self, uuid: &str) -> Result<Vec<EventRow>, StoreError> {
+        let sql = "SELECT at, from_state, to_state, detail, conductor FROM events WHERE uuid = ?1 ORDER BY id";
+        let rows = self.for_node(uuid, sql).await?;
+        rows.iter()
+            .map(|r| {
                 Ok(EventRow {
-                    at: rfc3339(r.get(0)?),
-                    from_state: r.get(1)?,
-                    to_state: r.get(2)?,
-                    detail: r.get(3)?,
+                    at: rfc3339(r.real(0)),
+                    from_state: match r.opt_text(1) {
+                        Some(_) => Some(ProvisionState::from_row(r, 1)?),
+                        None => None,
+                    },
+                    to_state: ProvisionState::from_row(r, 2)?,
+                    detail: r.text(3)?,
+                    conductor: r.opt_text(4),
                 })
-            },
-        )
+            })
+            .collect()
     }
 
     /// A node's deploys, oldest first.
-    pub fn deploys(&self, uuid: &str) -> Result<Vec<DeployRow>, StoreError> {
+    pub async fn deploys(&self, uuid: &str) -> Result<Vec<DeployRow>, StoreError> {
         let sql = format!("SELECT {DEPLOY_COLUMNS} FROM deploys WHERE uuid = ?1 ORDER BY id");
-        self.for_node(uuid, &sql, deploy_row)
+        let rows = self.for_node(uuid, &sql).await?;
+        rows.iter().map(deploy_row).collect()
     }
 
     /// Rows of `sql` (one `?1` = uuid); an unknown node is an error, not an empty list.
-    fn for_node<T>(
-        &self,
-        uuid: &str,
-        sql: &str,
-        map: fn(&Row<'_>) -> rusqlite::Result<T>,
-    ) -> Result<Vec<T>, StoreError> {
-        let conn = self.lock();
-        let tx = conn.unchecked_transaction()?;
-        require_node(&tx, uuid)?;
-        let rows = tx.prepare(sql)?.query_map([uuid], map)?.collect::<Result<_, _>>()?;
+    async fn for_node(&self, uuid: &str, sql: &str) -> Result<Vec<Row>, StoreError> {
+        let mut tx = self.db.read().await?;
+        if tx
+            .query_opt("SELECT 1 FROM nodes WHERE uuid = ?1", params![uuid])
+            .await?
+            .is_none()
+        {
+            return Err(StoreError::UnknownNode(uuid.into()));
+        }
+        let rows = tx.query(sql, params![uuid]).await?;
+        tx.commit().await?;
         Ok(rows)
     }
+
+    /// Test hook: the raw schema version.
+    #[cfg(test)]
+    async fn version(&self) -> Result<i64, StoreError> {
+        let mut tx = self.db.read().await?;
+        let row = tx.query_opt("PRAGMA user_version", &[]).await?;
+        Ok(row.map_or(0, |r| r.int(0)))
+    }
 }
 
-/// No deploy survives a restart: close the node's open deploy rows and fail a node that was in
-/// the middle of one (`deploying`, or `wait call-back` for the boot loader with its row open).
-fn recover(
-    tx: &Transaction<'_>,
-    uuid: &str,
-    label: &str,
-    state: ProvisionState,
-    since: f64,
-    now: f64,
-) -> Result<Option<String>, StoreError> {
-    let sql = "SELECT MIN(started_at) FROM deploys WHERE uuid = ?1 AND finished_at IS NULL";
-    let open: Option<f64> = tx.query_row(sql, [uuid], |r| r.get(0))?;
-    if state != ProvisionState::Deploying && open.is_none() {
-        return Ok(None);
-    }
-    let reason = format!(
-        "the service stopped while the deploy was running (started at {}); nothing more was written; retry the deploy",
-        rfc3339(open.unwrap_or(since))
+fn open_sqlite(path: &Path) -> Result<rusqlite::Connection, StoreError> {
+    let open = || -> rusqlite::Result<rusqlite::Connection> {
+        let conn = rusqlite::Connection::open(path)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get::<_, String>(0))?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", true)?;
+        Ok(conn)
+    };
+    open().map_err(|source| StoreError::Open {
+        path: path.into(),
+        source,
+    })
+}
+
+/// The node's state and holder, its row locked for the rest of `tx`.
+async fn locked_state(tx: &mut Tx<'_>, uuid: &str) -> Result<(ProvisionState, Option<String>), StoreError> {
+    let sql = format!(
+        "SELECT provision_state, reservation FROM nodes WHERE uuid = ?1{}",
+        tx.lock_rows(false)
     );
-    let sql = "UPDATE deploys SET finished_at = ?2, outcome = ?3, error = ?4 WHERE uuid = ?1 AND finished_at IS NULL";
-    tx.execute(sql, params![uuid, now, ProvisionState::DeployFailed.as_str(), reason])?;
-    let was = state.as_str();
-    if matches!(state, ProvisionState::Deploying | ProvisionState::WaitCallBack) {
-        set_state(
-            tx,
-            uuid,
-            state,
-            ProvisionState::DeployFailed,
-            Some(&reason),
-            &reason,
-            now,
-        )?;
-        Ok(Some(format!("node {label}: was {was}; now deploy failed: {reason}")))
-    } else {
-        Ok(Some(format!(
-            "node {label}: closed a deploy left open in {was}: {reason}"
-        )))
-    }
+    let row = tx
+        .query_opt(&sql, params![uuid])
+        .await?
+        .ok_or_else(|| StoreError::UnknownNode(uuid.into()))?;
+    Ok((ProvisionState::from_row(&row, 0)?, row.opt_text(1)))
 }
 
-fn require_node(conn: &Connection, uuid: &str) -> Result<(), StoreError> {
-    let found = conn
-        .query_row("SELECT 1 FROM nodes WHERE uuid = ?1", [uuid], |_| Ok(()))
-        .optional()?;
-    found.ok_or_else(|| StoreError::UnknownNode(uuid.into()))
-}
-
-fn set_state(
-    tx: &Transaction<'_>,
+#[allow(clippy::too_many_arguments)]
+async fn set_state(
+    tx: &mut Tx<'_>,
     uuid: &str,
     from: ProvisionState,
     to: ProvisionState,
     error: Option<&str>,
     detail: &str,
     now: f64,
+    by: &str,
 ) -> Result<(), StoreError> {
     let clears = matches!(
         to,
         ProvisionState::Available | ProvisionState::WaitCallBack | ProvisionState::Deploying | ProvisionState::Active
     );
-    tx.execute(
-        "UPDATE nodes SET provision_state = ?2, updated_at = ?3, \
-         state_since = CASE WHEN provision_state = ?2 THEN state_since ELSE ?3 END, \
-         last_error = CASE WHEN ?4 IS NOT NULL THEN ?4 WHEN ?5 THEN NULL ELSE last_error END WHERE uuid = ?1",
-        params![uuid, to, now, error, clears],
-    )?;
-    add_event(tx, uuid, Some(from), to, detail, now)
+    let set = "UPDATE nodes SET provision_state = ?2, updated_at = ?3, \
+               state_since = CASE WHEN provision_state = ?2 THEN state_since ELSE ?3 END";
+    match (error, clears) {
+        (Some(_), _) | (None, true) => {
+            let sql = format!("{set}, last_error = ?4 WHERE uuid = ?1");
+            tx.execute(&sql, params![uuid, to, now, error]).await?;
+        }
+        (None, false) => {
+            tx.execute(&format!("{set} WHERE uuid = ?1"), params![uuid, to, now])
+                .await?;
+        }
+    }
+    add_event(tx, uuid, Some(from), to, detail, now, by).await
 }
 
-fn add_event(
-    tx: &Transaction<'_>,
+async fn add_event(
+    tx: &mut Tx<'_>,
     uuid: &str,
     from: Option<ProvisionState>,
     to: ProvisionState,
     detail: &str,
     now: f64,
+    by: &str,
 ) -> Result<(), StoreError> {
     tx.execute(
-        "INSERT INTO events (uuid, at, from_state, to_state, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![uuid, now, from, to, detail],
-    )?;
+        "INSERT INTO events (uuid, at, from_state, to_state, detail, conductor) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![uuid, now, from, to, detail, by],
+    )
+    .await?;
     Ok(())
 }
 
-fn node_row(r: &Row<'_>) -> rusqlite::Result<NodeRow> {
+fn node_row(r: &Row) -> Result<NodeRow, StoreError> {
+    let spec = match r.opt_text(14) {
+        Some(json) => Some(serde_json::from_str(&json).map_err(|e| {
+            StoreError::Corrupt(format!(
+                "the stored nodes file entry of {} does not parse: {e}",
+                r.opt_text(0).unwrap_or_default()
+            ))
+        })?),
+        None => None,
+    };
+    let total = r.count(13);
     Ok(NodeRow {
-        uuid: r.get(0)?,
-        name: r.get(1)?,
-        provision_state: r.get(2)?,
-        last_error: r.get(3)?,
-        created_at: rfc3339(r.get(4)?),
-        updated_at: rfc3339(r.get(5)?),
-        state_since: r.get(6)?,
-        has_configdrive: r.get(7)?,
+        uuid: r.text(0)?,
+        name: r.opt_text(1),
+        provision_state: ProvisionState::from_row(r, 2)?,
+        last_error: r.opt_text(3),
+        created_at: rfc3339(r.real(4)),
+        updated_at: rfc3339(r.real(5)),
+        state_since: r.real(6),
+        has_configdrive: r.bool(7),
+        conductor_group: r.opt_text(8).unwrap_or_default(),
+        reservation: r.opt_text(9),
+        lease_until: r.opt_real(10),
+        conductor: r.opt_text(11),
+        progress: (total > 0).then(|| (r.count(12), total)),
+        spec,
     })
 }
 
-fn deploy_row(r: &Row<'_>) -> rusqlite::Result<DeployRow> {
-    let count = |i: usize| r.get::<_, i64>(i).map(|v| u64::try_from(v).unwrap_or(0));
+fn deploy_row(r: &Row) -> Result<DeployRow, StoreError> {
     Ok(DeployRow {
-        id: r.get(0)?,
-        uuid: r.get(1)?,
-        started_at: rfc3339(r.get(2)?),
-        finished_at: r.get::<_, Option<f64>>(3)?.map(rfc3339),
-        outcome: r.get(4)?,
-        address: r.get(5)?,
-        bytes_sent: count(6)?,
-        bytes_zeroed: count(7)?,
-        image_bytes: count(8)?,
-        seconds: r.get(9)?,
-        mib_per_second: r.get(10)?,
-        root_uuid: r.get(11)?,
-        disk_identifier: r.get(12)?,
-        error: r.get(13)?,
+        id: r.int(0),
+        uuid: r.text(1)?,
+        started_at: rfc3339(r.real(2)),
+        finished_at: r.opt_real(3).map(rfc3339),
+        outcome: r.opt_text(4),
+        address: r.opt_text(5),
+        bytes_sent: r.count(6),
+        bytes_zeroed: r.count(7),
+        image_bytes: r.count(8),
+        seconds: r.real(9),
+        mib_per_second: r.real(10),
+        root_uuid: r.opt_text(11),
+        disk_identifier: r.opt_text(12),
+        error: r.opt_text(13),
+        conductor: r.opt_text(14),
     })
 }
 
 fn label(uuid: &str, name: Option<&str>) -> String {
     name.map_or_else(|| uuid.to_owned(), |name| format!("{uuid} ({name})"))
-}
-
-/// SQLite integers are signed; no byte count reaches 2^63.
-fn to_i64(v: u64) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
-}
-
-fn now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 /// `unix_seconds` as RFC 3339 UTC with microseconds and `+00:00`, the way Ironic prints times.
