@@ -16,6 +16,13 @@
 //! - [`login`]: login state machines for target and initiator, CHAP, login
 //!   status codes.
 //! - [`session`]: CmdSN/MaxCmdSN windows, StatSN, ITT allocation.
+//! - [`initiator`]: the initiator's full feature phase as a state machine:
+//!   CmdSN, write data as negotiated, Data-In and R2Ts checked on receipt,
+//!   text, pings, logout.
+//! - [`target`]: the target's full feature phase as a state machine: the
+//!   command window, data phases, Data-In and status, task management,
+//!   keepalives, text, logout.
+//! - [`segment`]: data segments as the state machines cut them.
 //! - [`transfer`]: Data-In sequences and the target's R2T bookkeeping.
 //! - [`serial`]: RFC 1982 serial numbers and the newtypes built on them.
 //! - [`scsi`]: SCSI CDBs, status codes, sense data and parameter data.
@@ -29,14 +36,17 @@ pub mod codec;
 pub mod digest;
 pub mod discovery;
 pub mod error;
+pub mod initiator;
 pub mod keys;
 pub mod login;
 pub mod lun;
 pub mod negotiate;
 pub mod pdu;
 pub mod scsi;
+pub mod segment;
 pub mod serial;
 pub mod session;
+pub mod target;
 pub mod text;
 pub mod transfer;
 
