@@ -57,6 +57,18 @@ impl Payload {
     }
 }
 
+/// The state machines cut payloads into PDUs: a pipe's slices come out in
+/// the order they are cut, which is the order the machines send them in.
+impl iscsi_proto::segment::Segment for Payload {
+    fn len(&self) -> usize {
+        Payload::len(self)
+    }
+
+    fn slice(&self, range: std::ops::Range<usize>) -> Self {
+        Payload::slice(self, range)
+    }
+}
+
 impl Default for Payload {
     fn default() -> Self {
         Self::Bytes(Bytes::new())

@@ -1,13 +1,15 @@
 //! One TCP connection: login, then the full feature phase.
 //!
-//! After login the socket is split: this task keeps reading and deciding
-//! (the reader, [`ffp`]), a writer task stamps sequence numbers on outgoing
-//! PDUs and batches them into few writes ([`wire`]), and every SCSI command
-//! runs on its own task with its disk IO on the blocking pool
-//! ([`command`]), so a slow disk never stalls the socket.
+//! After login, the full feature phase is a loop around the protocol
+//! machine ([`ffp`]): this task reads and hands PDUs to the machine, a
+//! writer task batches what the machine sends into few writes ([`wire`]),
+//! each command becomes a job with what SCSI decides before its data moves
+//! ([`jobs`]), and runs on its own task with its disk IO on the blocking
+//! pool ([`command`]), so a slow disk never stalls the socket.
 
 mod command;
 mod ffp;
+mod jobs;
 mod wire;
 
 use crate::target::{AdmitError, Target};
