@@ -1,13 +1,13 @@
 //! A pipelined iSCSI initiator over tokio.
 //!
 //! [`Session::connect`] logs in; [`Session::command`] may be called from
-//! many tasks at once: commands go out as the target's CmdSN window allows,
-//! write data rides as immediate data, unsolicited Data-Out and R2T answers
-//! exactly as negotiated, and read data is gathered from Data-In. One task
-//! per connection owns the protocol state; a reader task keeps decoding so
-//! a long write never stops us from hearing the target. A lost connection
-//! is replaced by a new login and the commands it took with it are sent
-//! again ([`Recovery`]).
+//! many tasks at once. One task per connection runs the protocol machine
+//! ([`iscsi_proto::initiator::Connection`]): commands go out as the
+//! target's CmdSN window allows, write data rides as immediate data,
+//! unsolicited Data-Out and R2T answers exactly as negotiated, and what the
+//! target sends is checked before it is believed. A lost connection is
+//! replaced by a new login and the commands it took with it are sent again
+//! ([`Recovery`]).
 
 mod connection;
 mod wire;
@@ -171,7 +171,11 @@ async fn login(
     let outcome = Arc::new(outcome);
     let (requests, rx) = mpsc::channel(1024);
     let span = info_span!("session", %addr, tsih = outcome.tsih.0);
-    let task = connection::run(reader, writer, outcome.clone(), rx, recovery);
+    let liveness = iscsi_proto::initiator::Liveness {
+        ping_after: recovery.ping_after,
+        dead_after: recovery.dead_after,
+    };
+    let task = connection::run(reader, writer, outcome.clone(), rx, liveness);
     tokio::spawn(task.instrument(span));
     Ok(Link {
         requests,
