@@ -291,7 +291,7 @@ impl Link {
         self.events.iter().find(|e| match e {
             initiator::Event::Completed { itt: i, .. }
             | initiator::Event::Text { itt: i, .. }
-            | initiator::Event::Pong(i)
+            | initiator::Event::Pong { itt: i, .. }
             | initiator::Event::TaskManagement { itt: i, .. }
             | initiator::Event::LoggedOut { itt: i, .. }
             | initiator::Event::Rejected { itt: i, .. } => *i == itt,
@@ -879,4 +879,57 @@ fn routed_segments_are_accounted_for_by_their_heads() {
         Some(Header::ScsiResponse(r)) if r.itt == Itt(0x600) && r.status == ScsiStatus::GOOD
     ));
     assert_eq!(pair.target.commands_in_flight(), 0);
+}
+
+#[test]
+fn a_short_read_keeps_what_was_sent() {
+    let mut pair = Link::defaults();
+    pair.disk.blocks[..BLOCK].copy_from_slice(&pattern(BLOCK, 9));
+    // 2 blocks expected, the disk's READ answers only what its CDB asked:
+    // one block, and an underflow of the other.
+    let cdb = Command::Read(ReadWrite::new(0, 1)).build();
+    let r = pair.submit(Request::Scsi {
+        lun: LUN,
+        cdb: cdb.as_bytes().to_vec(),
+        data_out: Bytes::new(),
+        read_len: 2 * BLOCK as u32,
+    });
+    let (status, data, _) = pair.completed(r);
+    assert_eq!((status, &data[..]), (ScsiStatus::GOOD, &pattern(BLOCK, 9)[..]));
+    assert!(matches!(
+        pair.answer(r),
+        Some(initiator::Event::Completed {
+            residual: Residual::Underflow(512),
+            ..
+        })
+    ));
+}
+
+#[test]
+fn a_long_read_is_cut_to_the_expected_length() {
+    let mut pair = Link::defaults();
+    pair.disk.blocks[..2 * BLOCK].copy_from_slice(&pattern(2 * BLOCK, 4));
+    let cdb = Command::Read(ReadWrite::new(0, 2)).build();
+    let r = pair.submit(Request::Scsi {
+        lun: LUN,
+        cdb: cdb.as_bytes().to_vec(),
+        data_out: Bytes::new(),
+        read_len: BLOCK as u32,
+    });
+    let (status, data, _) = pair.completed(r);
+    assert_eq!((status, &data[..]), (ScsiStatus::GOOD, &pattern(2 * BLOCK, 4)[..BLOCK]));
+    assert!(matches!(
+        pair.answer(r),
+        Some(initiator::Event::Completed {
+            residual: Residual::Overflow(512),
+            ..
+        })
+    ));
+    // Status rides in the last Data-In when there is no sense.
+    let last = pair.to_initiator.iter().rev().find_map(|h| match h {
+        Header::DataIn(d) => Some(d.status),
+        _ => None,
+    });
+    assert_eq!(last, Some(Some(ScsiStatus::GOOD)));
+    assert!(!pair.to_initiator.iter().any(|h| matches!(h, Header::ScsiResponse(_))));
 }

@@ -1,24 +1,22 @@
-//! A blocking, one-command-at-a-time initiator built on `iscsi-proto`.
+//! A blocking, one-request-at-a-time initiator: a test instrument around
+//! `iscsi-proto`'s own initiator machine.
 //!
-//! It is a test instrument, not the product's initiator: simple enough to
-//! trust by reading, and strict about what the target sends back.
+//! It runs each request to its answer on a plain socket, so a test reads
+//! like a script, and it keeps the escape hatches a test needs to play a
+//! misbehaving initiator (raw bytes, hand-built PDUs, the next raw PDU).
 
 use bytes::{Bytes, BytesMut};
 use iscsi_proto::codec::{Decoded, Decoder, Direction, Encoder};
 use iscsi_proto::discovery::{self, TargetRecord};
+use iscsi_proto::initiator::{self, Event, Liveness, Request};
 use iscsi_proto::login::{InitiatorConfig, InitiatorLogin, InitiatorStep, LoginError, LoginOutcome};
-use iscsi_proto::pdu::{
-    DataOut, Header, LogoutReason, LogoutRequest, LogoutResponseCode, NopOut, Pdu, Residual, ScsiCommand,
-    TaskAttribute, TaskFunction, TaskMgmtRequest, TextRequest, TmfResponse,
-};
+use iscsi_proto::pdu::{Header, LogoutResponseCode, Pdu, Residual, TaskFunction, TmfResponse};
 use iscsi_proto::scsi::ScsiStatus;
-use iscsi_proto::serial::TagAllocator;
-use iscsi_proto::session::{CommandSequencer, ExpStatSn};
-use iscsi_proto::text::{self, Pair};
-use iscsi_proto::{CmdSn, DataSn, Itt, Lun, StatSn, Ttt};
+use iscsi_proto::text::Pair;
+use iscsi_proto::{CmdSn, Itt, Lun, StatSn};
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 fn protocol(msg: impl Into<String>) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, msg.into())
@@ -55,8 +53,9 @@ impl Wire {
         })
     }
 
-    fn send(&mut self, pdu: &Pdu) -> io::Result<()> {
-        let bytes = self.encoder.to_bytes(pdu).map_err(|e| protocol(e.to_string()))?;
+    fn send(&mut self, header: &Header, data: Bytes) -> io::Result<()> {
+        let pdu = Pdu::with_data(header.clone(), data);
+        let bytes = self.encoder.to_bytes(&pdu).map_err(|e| protocol(e.to_string()))?;
         self.stream.write_all(&bytes)
     }
 
@@ -85,9 +84,7 @@ impl Wire {
 pub struct Session {
     wire: Wire,
     pub outcome: LoginOutcome,
-    sequencer: CommandSequencer,
-    exp_stat_sn: ExpStatSn,
-    tags: TagAllocator,
+    machine: initiator::Connection<Bytes>,
     /// NOP-In pings the target sent and we answered.
     pub pings_answered: usize,
 }
@@ -97,22 +94,24 @@ impl Session {
     /// target's status.
     pub fn login(addr: &str, config: InitiatorConfig) -> io::Result<Result<Self, LoginError>> {
         let mut wire = Wire::connect(addr)?;
-        let tags = TagAllocator::starting_at(config.itt.0.wrapping_add(1));
         let mut login = InitiatorLogin::new(config, nonce());
         let mut request = login.start();
         loop {
-            wire.send(&request)?;
+            wire.send(&request.header, request.data.clone())?;
             match login.step(&wire.recv()?) {
                 InitiatorStep::Send(next) => request = next,
                 InitiatorStep::Complete(outcome) => {
                     wire.decoder.set_framing(outcome.connection.receive_framing());
                     wire.encoder.set_framing(outcome.connection.send_framing());
+                    // A test waits as long as its socket's read timeout.
+                    let liveness = Liveness {
+                        ping_after: Duration::from_secs(3600),
+                        dead_after: Duration::from_secs(3600),
+                    };
                     return Ok(Ok(Self {
                         wire,
-                        sequencer: CommandSequencer::new(outcome.cmd_sn, outcome.cmd_sn, outcome.max_cmd_sn),
-                        exp_stat_sn: ExpStatSn::new(outcome.stat_sn),
+                        machine: initiator::Connection::new(&outcome, liveness, Instant::now()),
                         outcome: *outcome,
-                        tags,
                         pings_answered: 0,
                     }));
                 }
@@ -121,18 +120,25 @@ impl Session {
         }
     }
 
-    fn send(&mut self, pdu: &Pdu) -> io::Result<()> {
-        self.wire.send(pdu)
-    }
-
     /// Send bytes as they are, for tests of malformed input.
     pub fn send_raw(&mut self, bytes: &[u8]) -> io::Result<()> {
         self.wire.stream.write_all(bytes)
     }
 
-    /// The next PDU from the target, whatever it is (pings answered).
+    /// The next PDU from the target as it came, whatever it is; pings are
+    /// answered on the way.
     pub fn next_pdu(&mut self) -> io::Result<Pdu> {
-        self.recv()
+        loop {
+            let pdu = self.wire.recv()?;
+            if let Header::NopIn(nop) = &pdu.header
+                && nop.itt.is_reserved()
+            {
+                self.machine.handle_pdu(pdu, Instant::now());
+                self.flush()?;
+                continue;
+            }
+            return Ok(pdu);
+        }
     }
 
     /// Give up the session and keep only its socket (to play a dead peer).
@@ -142,12 +148,14 @@ impl Session {
 
     /// Take the next CmdSN, for a command built by hand.
     pub fn take_cmd_sn(&mut self) -> io::Result<CmdSn> {
-        self.cmd_sn()
+        self.machine
+            .take_cmd_sn()
+            .ok_or_else(|| protocol("the target's command window is closed"))
     }
 
     /// The ExpStatSN to put in a PDU built by hand.
     pub fn exp_stat_sn(&self) -> StatSn {
-        self.exp_stat_sn.get()
+        self.machine.exp_stat_sn()
     }
 
     /// The encoder in force, to build PDUs by hand.
@@ -155,180 +163,66 @@ impl Session {
         self.wire.encoder.to_bytes(pdu).unwrap_or_default()
     }
 
-    /// The next PDU that is not a NOP-In ping; pings are answered on the way.
-    fn recv(&mut self) -> io::Result<Pdu> {
-        loop {
-            let pdu = self.wire.recv()?;
-            self.track(&pdu.header);
-            if let Header::NopIn(nop) = &pdu.header
-                && nop.itt.is_reserved()
-            {
-                if nop.wants_reply() {
-                    let reply = NopOut {
-                        immediate: true,
-                        lun: nop.lun,
-                        itt: Itt::RESERVED,
-                        ttt: nop.ttt,
-                        cmd_sn: self.sequencer.immediate(),
-                        exp_stat_sn: self.exp_stat_sn.get(),
-                    };
-                    self.send(&Pdu::new(reply))?;
-                    self.pings_answered += 1;
-                }
-                continue;
+    /// Send what the machine has to send.
+    fn flush(&mut self) -> io::Result<()> {
+        while let Some(t) = self.machine.poll_transmit() {
+            if matches!(&t.header, Header::NopOut(n) if n.itt.is_reserved()) {
+                self.pings_answered += 1;
             }
-            return Ok(pdu);
+            self.wire.send(&t.header, t.data)?;
         }
+        Ok(())
     }
 
-    fn track(&mut self, header: &Header) {
-        if let Some((exp, max)) = header.command_window() {
-            self.sequencer.update(exp, max);
+    /// Run `request` to its answer.
+    fn run(&mut self, request: Request<Bytes>) -> io::Result<Event> {
+        let itt = self.machine.submit(request, Instant::now());
+        loop {
+            self.flush()?;
+            while let Some(event) = self.machine.poll_event() {
+                match event {
+                    Event::Lost(why) => return Err(protocol(why)),
+                    event if answers(&event, itt) => return Ok(event),
+                    _ => {}
+                }
+            }
+            let pdu = self.wire.recv()?;
+            self.machine.handle_pdu(pdu, Instant::now());
         }
-        if let Some(stat_sn) = header.stat_sn() {
-            self.exp_stat_sn.received(stat_sn);
-        }
-    }
-
-    fn cmd_sn(&mut self) -> io::Result<CmdSn> {
-        self.sequencer
-            .take()
-            .ok_or_else(|| protocol("the target's command window is closed"))
     }
 
     /// Run one SCSI command: `cdb`, with `write` data out and up to
     /// `read_len` bytes in.
     pub fn command(&mut self, lun: Lun, cdb: &[u8], write: &[u8], read_len: u32) -> io::Result<Completion> {
-        let itt = self.tags.next_itt();
-        let session = self.outcome.session.clone();
-        let max_send = self.outcome.connection.max_send_data_segment_length as usize;
-        let first_burst = session.first_burst_length as usize;
-        let immediate = if session.immediate_data {
-            write.len().min(first_burst).min(max_send)
-        } else {
-            0
-        };
-        let unsolicited = if session.initial_r2t {
-            immediate
-        } else {
-            write.len().min(first_burst)
-        };
-        let mut header = ScsiCommand {
-            immediate: false,
-            final_: unsolicited == immediate,
-            read: read_len > 0,
-            write: !write.is_empty(),
-            attr: TaskAttribute::SIMPLE,
+        let request = Request::Scsi {
             lun,
-            itt,
-            expected_len: if write.is_empty() {
-                read_len
-            } else {
-                u32::try_from(write.len()).unwrap_or(u32::MAX)
-            },
-            cmd_sn: self.cmd_sn()?,
-            exp_stat_sn: self.exp_stat_sn.get(),
-            cdb: [0; 16],
-            ext_cdb: Bytes::new(),
-            bidi_read_len: None,
+            cdb: cdb.to_vec(),
+            data_out: Bytes::copy_from_slice(write),
+            read_len,
         };
-        header.set_cdb(cdb);
-        self.send(&Pdu::with_data(header, Bytes::copy_from_slice(&write[..immediate])))?;
-        if unsolicited > immediate {
-            self.data_out(lun, itt, Ttt::RESERVED, write, immediate, unsolicited - immediate)?;
+        match self.run(request)? {
+            Event::Completed {
+                status,
+                sense,
+                data,
+                residual,
+                ..
+            } => Ok(Completion {
+                status,
+                sense: sense.map(|s| s.to_vec()),
+                data: data.to_vec(),
+                residual,
+            }),
+            Event::Rejected { reason, .. } => Err(protocol(format!("rejected: {reason:?}"))),
+            other => Err(protocol(format!("unexpected {other:?}"))),
         }
-        let mut data = vec![0u8; read_len as usize];
-        loop {
-            let pdu = self.recv()?;
-            match &pdu.header {
-                Header::R2t(r2t) if r2t.itt == itt => {
-                    let (offset, len) = (r2t.buffer_offset as usize, r2t.desired_len as usize);
-                    if offset + len > write.len() {
-                        return Err(protocol(format!(
-                            "R2T asks for {len} bytes at {offset} of {}",
-                            write.len()
-                        )));
-                    }
-                    self.data_out(lun, itt, r2t.ttt, write, offset, len)?;
-                }
-                Header::DataIn(d) if d.itt == itt => {
-                    let at = d.buffer_offset as usize;
-                    let end = at + pdu.data.len();
-                    let slot = data
-                        .get_mut(at..end)
-                        .ok_or_else(|| protocol("Data-In beyond the read length"))?;
-                    slot.copy_from_slice(&pdu.data);
-                    if let Some(status) = d.status {
-                        truncate_read(&mut data, d.residual);
-                        return Ok(Completion {
-                            status,
-                            sense: None,
-                            data,
-                            residual: d.residual,
-                        });
-                    }
-                }
-                Header::ScsiResponse(r) if r.itt == itt => {
-                    truncate_read(&mut data, r.residual);
-                    let sense = iscsi_proto::pdu::sense_of_segment(&pdu.data).map(<[u8]>::to_vec);
-                    return Ok(Completion {
-                        status: r.status,
-                        sense,
-                        data,
-                        residual: r.residual,
-                    });
-                }
-                other => return Err(protocol(format!("unexpected {other:?}"))),
-            }
-        }
-    }
-
-    fn data_out(&mut self, lun: Lun, itt: Itt, ttt: Ttt, data: &[u8], offset: usize, len: usize) -> io::Result<()> {
-        let max = self.outcome.connection.max_send_data_segment_length as usize;
-        let chunks = data[offset..offset + len].chunks(max.max(1));
-        let count = chunks.len();
-        for (n, chunk) in chunks.enumerate() {
-            let header = DataOut {
-                final_: n + 1 == count,
-                lun,
-                itt,
-                ttt,
-                exp_stat_sn: self.exp_stat_sn.get(),
-                data_sn: DataSn(n as u32),
-                buffer_offset: (offset + n * max) as u32,
-            };
-            self.send(&Pdu::with_data(header, Bytes::copy_from_slice(chunk)))?;
-        }
-        Ok(())
     }
 
     /// A Text Request exchange, following continuations.
     pub fn text(&mut self, pairs: &[Pair]) -> io::Result<Vec<Pair>> {
-        let itt = self.tags.next_itt();
-        let mut ttt = Ttt::RESERVED;
-        let mut data = text::encode(pairs);
-        let mut whole = Vec::new();
-        loop {
-            let header = TextRequest {
-                immediate: true,
-                final_: true,
-                cont: false,
-                lun: Lun::ZERO,
-                itt,
-                ttt,
-                cmd_sn: self.sequencer.immediate(),
-                exp_stat_sn: self.exp_stat_sn.get(),
-            };
-            self.send(&Pdu::with_data(header, std::mem::take(&mut data)))?;
-            let pdu = self.recv()?;
-            let Header::TextResponse(rsp) = &pdu.header else {
-                return Err(protocol(format!("expected a Text Response, got {:?}", pdu.header)));
-            };
-            whole.extend_from_slice(&pdu.data);
-            if rsp.final_ {
-                return text::parse(&whole).map_err(|e| protocol(e.to_string()));
-            }
-            ttt = rsp.ttt;
+        match self.run(Request::Text(pairs.to_vec()))? {
+            Event::Text { pairs, .. } => Ok(pairs),
+            other => Err(protocol(format!("expected a Text Response, got {other:?}"))),
         }
     }
 
@@ -337,68 +231,46 @@ impl Session {
         Ok(discovery::parse_answer(&self.text(&[Pair::new("SendTargets", "All")])?))
     }
 
-    /// Ping the target; returns the echoed data.
+    /// Ping the target with `data`; returns the data echoed.
     pub fn ping(&mut self, data: &[u8]) -> io::Result<Bytes> {
-        let itt = self.tags.next_itt();
-        let header = NopOut {
-            immediate: true,
-            lun: Lun::ZERO,
-            itt,
-            ttt: Ttt::RESERVED,
-            cmd_sn: self.sequencer.immediate(),
-            exp_stat_sn: self.exp_stat_sn.get(),
-        };
-        self.send(&Pdu::with_data(header, Bytes::copy_from_slice(data)))?;
-        let pdu = self.recv()?;
-        match &pdu.header {
-            Header::NopIn(nop) if nop.itt == itt => Ok(pdu.data),
+        match self.run(Request::Ping(Bytes::copy_from_slice(data)))? {
+            Event::Pong { data, .. } => Ok(data),
             other => Err(protocol(format!("expected the NOP-In answer, got {other:?}"))),
         }
     }
 
     /// A task management function.
     pub fn task_management(&mut self, function: TaskFunction, lun: Lun, referenced: Itt) -> io::Result<TmfResponse> {
-        let itt = self.tags.next_itt();
-        let header = TaskMgmtRequest {
-            immediate: true,
+        let request = Request::TaskManagement {
             function,
             lun,
-            itt,
-            referenced_task_tag: referenced,
-            cmd_sn: self.sequencer.immediate(),
-            exp_stat_sn: self.exp_stat_sn.get(),
-            ref_cmd_sn: self.sequencer.immediate(),
-            exp_data_sn: DataSn(0),
+            referenced,
         };
-        self.send(&Pdu::new(header))?;
-        match self.recv()?.header {
-            Header::TaskMgmtResponse(rsp) if rsp.itt == itt => Ok(rsp.response),
+        match self.run(request)? {
+            Event::TaskManagement { response, .. } => Ok(response),
             other => Err(protocol(format!("expected a TMF response, got {other:?}"))),
         }
     }
 
     /// Close the session.
     pub fn logout(mut self) -> io::Result<LogoutResponseCode> {
-        let itt = self.tags.next_itt();
-        let header = LogoutRequest {
-            immediate: true,
-            reason: LogoutReason::CLOSE_SESSION,
-            itt,
-            cid: self.outcome.cid,
-            cmd_sn: self.sequencer.immediate(),
-            exp_stat_sn: self.exp_stat_sn.get(),
-        };
-        self.send(&Pdu::new(header))?;
-        match self.recv()?.header {
-            Header::LogoutResponse(rsp) if rsp.itt == itt => Ok(rsp.response),
+        match self.run(Request::Logout)? {
+            Event::LoggedOut { response, .. } => Ok(response),
             other => Err(protocol(format!("expected a Logout Response, got {other:?}"))),
         }
     }
 }
 
-fn truncate_read(data: &mut Vec<u8>, residual: Residual) {
-    if let Residual::Underflow(n) = residual {
-        data.truncate(data.len().saturating_sub(n as usize));
+/// Whether `event` is the answer to `itt`.
+fn answers(event: &Event, itt: Itt) -> bool {
+    match event {
+        Event::Completed { itt: i, .. }
+        | Event::Text { itt: i, .. }
+        | Event::Pong { itt: i, .. }
+        | Event::TaskManagement { itt: i, .. }
+        | Event::LoggedOut { itt: i, .. }
+        | Event::Rejected { itt: i, .. } => *i == itt,
+        Event::LogoutRequested { .. } | Event::Lost(_) => false,
     }
 }
 

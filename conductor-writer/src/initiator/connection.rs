@@ -152,7 +152,7 @@ fn answer(machine: &mut initiator::Connection<Payload>, waiting: &mut HashMap<It
                 })),
             ),
             Event::Text { itt, pairs } => (itt, Ok(Reply::Text(pairs))),
-            Event::Pong(itt) => (itt, Ok(Reply::Pong)),
+            Event::Pong { itt, .. } => (itt, Ok(Reply::Pong)),
             Event::TaskManagement { itt, response } => (itt, Ok(Reply::TaskManagement(response))),
             Event::LoggedOut { itt, response } => (itt, Ok(Reply::Logout(response))),
             Event::Rejected { itt, reason } => {

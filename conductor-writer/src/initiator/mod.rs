@@ -331,7 +331,7 @@ impl Session {
 
     /// Ping the target.
     pub async fn ping(&self) -> Result<(), SessionError> {
-        match self.call(RequestKind::Ping).await? {
+        match self.call(RequestKind::Ping(bytes::Bytes::new())).await? {
             Reply::Pong => Ok(()),
             other => Err(SessionError::Protocol(format!("unexpected reply {other:?}"))),
         }

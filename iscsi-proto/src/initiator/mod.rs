@@ -47,8 +47,8 @@ pub enum Request<D> {
     },
     /// A Text Request (SendTargets, say).
     Text(Vec<Pair>),
-    /// A NOP-Out the target must answer.
-    Ping,
+    /// A NOP-Out the target must answer, echoing its data.
+    Ping(Bytes),
     TaskManagement {
         function: TaskFunction,
         lun: Lun,
@@ -64,7 +64,7 @@ impl<D> Request<D> {
     /// idempotent), text and pings; not task management nor logout.
     #[must_use]
     pub fn retriable(&self) -> bool {
-        matches!(self, Self::Scsi { .. } | Self::Text(_) | Self::Ping)
+        matches!(self, Self::Scsi { .. } | Self::Text(_) | Self::Ping(_))
     }
 }
 
@@ -85,7 +85,11 @@ pub enum Event {
         itt: Itt,
         pairs: Vec<Pair>,
     },
-    Pong(Itt),
+    /// The answer to a ping, with the data it echoed.
+    Pong {
+        itt: Itt,
+        data: Bytes,
+    },
     TaskManagement {
         itt: Itt,
         response: TmfResponse,
@@ -287,7 +291,7 @@ impl<D: Segment> Connection<D> {
         // Nobody waits for this answer: hearing anything is enough.
         self.pinged = true;
         let itt = self.next_itt();
-        self.waiting.push_front((itt, Request::Ping));
+        self.waiting.push_front((itt, Request::Ping(Bytes::new())));
         self.dispatch();
     }
 
@@ -409,7 +413,7 @@ impl<D: Segment> Connection<D> {
                 };
                 self.send(header, D::from(text::encode(pairs)));
             }
-            Request::Ping => {
+            Request::Ping(data) => {
                 let header = NopOut {
                     immediate: true,
                     lun: Lun::ZERO,
@@ -418,7 +422,7 @@ impl<D: Segment> Connection<D> {
                     cmd_sn: immediate_sn,
                     exp_stat_sn,
                 };
-                self.send(header, empty());
+                self.send(header, D::from(data.clone()));
             }
             Request::TaskManagement {
                 function,
@@ -473,6 +477,18 @@ impl<D: Segment> Connection<D> {
             self.events.push_back(event);
         }
         self.dispatch();
+    }
+
+    /// Take the next CmdSN for a PDU the program builds itself (a test
+    /// playing a misbehaving initiator, say), if the window is open.
+    pub fn take_cmd_sn(&mut self) -> Option<CmdSn> {
+        self.sequencer.take()
+    }
+
+    /// The ExpStatSN to put in a PDU the program builds itself.
+    #[must_use]
+    pub fn exp_stat_sn(&self) -> StatSn {
+        self.exp_stat_sn.get()
     }
 
     /// The CmdSN window, as the target last said it.

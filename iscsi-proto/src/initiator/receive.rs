@@ -59,7 +59,7 @@ impl<D: Segment> Connection<D> {
                 Ok(())
             }
             Header::NopIn(nop) => {
-                self.nop_in(&nop);
+                self.nop_in(&nop, data);
                 Ok(())
             }
             Header::TextResponse(t) => {
@@ -232,9 +232,9 @@ impl<D: Segment> Connection<D> {
         Ok(())
     }
 
-    fn nop_in(&mut self, nop: &NopIn) {
+    fn nop_in(&mut self, nop: &NopIn, data: Bytes) {
         if !nop.itt.is_reserved() {
-            self.answered(nop.itt, Event::Pong(nop.itt));
+            self.answered(nop.itt, Event::Pong { itt: nop.itt, data });
             return;
         }
         // The target's ping: answer with its TTT (RFC 7143 11.18).
@@ -251,14 +251,16 @@ impl<D: Segment> Connection<D> {
         }
     }
 
-    /// The data a read gathered, cut by its underflow residual.
+    /// The data a read gathered: what the target sent, and no more than
+    /// the expected length less an underflow says it sent.
     fn take_read(&mut self, itt: Itt, residual: Residual) -> Bytes {
         let Some(task) = self.tasks.get_mut(&itt) else {
             return Bytes::new();
         };
         let mut data = std::mem::take(&mut task.read);
-        if let Residual::Underflow(n) = residual {
-            data.truncate(data.len().saturating_sub(n as usize));
+        if let (Residual::Underflow(n), Request::Scsi { read_len, .. }) = (residual, &task.request) {
+            let sent = (*read_len as usize).saturating_sub(n as usize);
+            data.truncate(sent.min(data.len()));
         }
         data.freeze()
     }
