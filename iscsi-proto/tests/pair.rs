@@ -774,6 +774,18 @@ fn an_initiator_that_breaks_the_data_rules_gets_its_answers() {
         _ => None,
     });
     assert_eq!(reject, Some(RejectReason::PROTOCOL_ERROR));
+    // The Reject comes first, then the command's CHECK CONDITION: libiscsi
+    // fails the write on the Reject and would take the status for a stray.
+    let order: Vec<&str> = pair
+        .to_initiator
+        .iter()
+        .filter_map(|h| match h {
+            Header::Reject(_) => Some("reject"),
+            Header::ScsiResponse(r) if r.itt == Itt(0x501) => Some("response"),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(order, vec!["reject", "response"]);
     assert_eq!(pair.target.commands_in_flight(), 0);
     let aborted = Sense::new(SenseKey::ABORTED_COMMAND, AdditionalSense::new(0x4b, 0x00));
     assert_eq!(

@@ -161,14 +161,15 @@ impl<D: Segment> Connection<D> {
             return discard;
         };
         if let Err(e) = transfer.on_data_out(h, data.len()) {
+            // The Reject of the PDU first, then the command's end.
             let (reject, sense) = data_phase_answer(&e);
-            let expected = self.tasks.get(&h.itt).map_or(0, |t| t.expected);
-            self.answer(h.itt, failed(sense, expected));
-            self.events.push_back(Event::Failed(h.itt));
             self.reject(
                 reject.unwrap_or(RejectReason::PROTOCOL_ERROR),
                 &Header::DataOut(h.clone()),
             );
+            let expected = self.tasks.get(&h.itt).map_or(0, |t| t.expected);
+            self.answer(h.itt, failed(sense, expected));
+            self.events.push_back(Event::Failed(h.itt));
             return discard;
         }
         self.take(h.itt, h.buffer_offset, data)
