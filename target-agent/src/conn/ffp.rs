@@ -81,8 +81,11 @@ impl Link {
                     }
                 }
                 Event::Ready(itt) => {
-                    if let Some(job) = shared.jobs.remove(itt) {
-                        self.launch(job);
+                    let Some(job) = shared.jobs.remove(itt) else { continue };
+                    match command::answer_now(&job) {
+                        // No IO to wait for: answered here, without a task.
+                        Some(response) => shared.machine.respond(itt, response),
+                        None => self.launch(job),
                     }
                 }
                 Event::Failed(itt) => {
