@@ -14,6 +14,8 @@
 //! # Layout
 //!
 //! - `reader`: [`PduReader`], [`Frame`], [`ReadError`].
+//! - `blocking`: [`Blocking`], the reader lent to a blocking job that moves
+//!   one large data segment after another without the reactor.
 //! - `writer`: [`PduWriter`].
 //! - [`payload`]: [`Payload`], a data segment wherever its bytes are.
 //! - [`splice`]: pipes, `sendfile` and `splice`; what may block on a disk is
@@ -23,11 +25,13 @@
 //! this crate only moves the bytes. It also holds [`shutdown_signal`], the
 //! one other piece of async plumbing both programs need.
 
+mod blocking;
 pub mod payload;
 mod reader;
 pub mod splice;
 mod writer;
 
+pub use blocking::Blocking;
 pub use payload::Payload;
 pub use reader::{Frame, PduReader, ReadError};
 pub use splice::{FileRange, PipeChunk, PipePool, PooledPipe, Segment};

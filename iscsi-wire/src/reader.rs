@@ -1,6 +1,7 @@
 //! Reading PDUs, and moving large data segments past memory.
 
 use crate::Socket;
+use crate::blocking::Blocking;
 use crate::splice::{Pipe, Segment};
 use bytes::{Buf, BytesMut};
 use iscsi_proto::codec::{DecodeError, Decoded, Decoder, Direction, Framing, Head};
@@ -225,6 +226,26 @@ impl<R: AsyncRead + Socket + Unpin> PduReader<R> {
         head: &Head,
         job: impl FnOnce(&mut Segment) -> T + Send + 'static,
     ) -> Result<T, ReadError> {
+        self.blocking(head.clone(), move |reader, head| {
+            let answer = job(reader.segment(&head));
+            let _ = reader.end_segment(&head);
+            answer
+        })
+        .await
+    }
+
+    /// Lend the socket, the buffer and the framing to `job`, run on the
+    /// blocking pool, starting with the data segment of `head` (the head last
+    /// returned), which the job must take ([`Blocking::segment`] and
+    /// [`Blocking::end_segment`], or [`Blocking::read_segment`]). The job
+    /// may go on to the next PDUs' heads itself ([`Blocking::next_head`]);
+    /// whatever it leaves unread is read here after. Its answer comes back,
+    /// unless the connection was lost meanwhile.
+    pub async fn blocking<T: Send + 'static>(
+        &mut self,
+        head: Head,
+        job: impl FnOnce(&mut Blocking, Head) -> T + Send + 'static,
+    ) -> Result<T, ReadError> {
         let heads = self
             .heads
             .as_mut()
@@ -233,29 +254,33 @@ impl<R: AsyncRead + Socket + Unpin> PduReader<R> {
             .pipe
             .take()
             .ok_or_else(|| io::Error::other("a segment job was lost"))?;
-        let prefix = self.buf.split_to(self.owed.min(self.buf.len())).freeze();
-        let mut segment = Segment {
-            socket: heads.socket.clone(),
-            pipe,
-            left: self.owed - prefix.len(),
-            prefix,
-            patience: heads.patience,
-            socket_error: None,
-            lowat: false,
+        let mut lent = Blocking {
+            segment: Segment {
+                socket: heads.socket.clone(),
+                pipe,
+                prefix: bytes::Bytes::new(),
+                left: 0,
+                patience: heads.patience,
+                socket_error: None,
+                lowat: false,
+            },
+            buf: std::mem::take(&mut self.buf),
+            decoder: self.decoder.clone(),
+            min: heads.min,
         };
         self.owed = 0;
-        let (segment, answer) = tokio::task::spawn_blocking(move || {
-            let answer = job(&mut segment);
-            (segment, answer)
+        let (lent, answer) = tokio::task::spawn_blocking(move || {
+            let answer = job(&mut lent, head);
+            (lent, answer)
         })
         .await
         .map_err(io::Error::other)?;
-        let (mut segment, answer) = (segment, answer);
+        let Blocking { mut segment, buf, .. } = lent;
         segment.restore()?;
+        self.buf = buf;
         if let Some(e) = segment.socket_error {
             return Err(e.into());
         }
-        self.skip += segment.left + head.padding;
         if let Some(heads) = self.heads.as_mut() {
             heads.pipe = Some(segment.pipe);
         }

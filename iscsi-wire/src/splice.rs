@@ -26,10 +26,6 @@ use std::time::{Duration, Instant};
 use tokio::io::Interest;
 use tokio::net::TcpStream;
 
-/// The most bytes to wait for before moving a segment's data on: beyond
-/// this, waiting longer saves no wake-ups worth having.
-const LOWAT_MAX: usize = 512 * 1024;
-
 /// The pipe size asked for: the largest an unprivileged process gets by
 /// default (`/proc/sys/fs/pipe-max-size`), enough for one large data
 /// segment per round of `splice` calls.
@@ -110,7 +106,7 @@ nix::setsockopt_impl!(
 );
 
 /// Wait until `socket` has something to read, for at most `patience`.
-fn wait_readable(socket: BorrowedFd<'_>, patience: Duration) -> io::Result<()> {
+pub(crate) fn wait_readable(socket: BorrowedFd<'_>, patience: Duration) -> io::Result<()> {
     let deadline = Instant::now() + patience;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -134,7 +130,7 @@ fn wait_readable(socket: BorrowedFd<'_>, patience: Duration) -> io::Result<()> {
 }
 
 /// A data segment still on the socket, to be moved by a blocking job (see
-/// [`crate::PduReader::segment_into`]).
+/// [`crate::PduReader::blocking`]).
 #[derive(Debug)]
 pub struct Segment {
     pub(crate) socket: Arc<OwnedFd>,
@@ -228,12 +224,12 @@ impl Segment {
     }
 
     /// Wait until the socket holds `want` bytes (the rest of the segment,
-    /// or a pipe's worth). Waking for every packet that arrives would cost a
+    /// or a pipe's worth): one wake-up for what one round of splices moves. Waking for every packet that arrives would cost a
     /// context switch each; the low-water mark says how much is worth a
     /// wake-up. [`Segment::restore`] puts it back to one byte.
     fn wait(&mut self, want: usize) -> io::Result<()> {
         let socket = self.socket.clone();
-        let lowat = i32::try_from(want.min(LOWAT_MAX)).unwrap_or(1);
+        let lowat = i32::try_from(want).unwrap_or(i32::MAX);
         if nix::sys::socket::setsockopt(&*socket, RcvLowat, &lowat).is_ok() {
             self.lowat = true;
         }

@@ -244,3 +244,82 @@ async fn segments_are_spliced_into_files() {
     assert!(on_disk[..4096].iter().all(|&b| b == 0));
     assert!(on_disk[4096 + big.len()..].iter().all(|&b| b == 0));
 }
+
+/// A blocking job moves one large segment after another, reading each
+/// next header itself, and leaves the first PDU that is not one (a short
+/// segment here) for the async reader, which goes on from there.
+#[tokio::test]
+async fn a_blocking_job_moves_segment_after_segment() {
+    let (client, server) = tcp_pair().await;
+    let (_, write) = client.into_split();
+    let (read, _) = server.into_split();
+    let mut writer = PduWriter::new(write);
+    writer.set_framing(framing(false));
+    let big: Vec<Vec<u8>> = (0..3).map(|n| noise(10 + n, 300_000 + n as usize * 4)).collect();
+    let sent = {
+        let big = big.clone();
+        tokio::spawn(async move {
+            writer
+                .queue(&data_out(1, 0), Bytes::from(big[0].clone()))
+                .await
+                .expect("queue");
+            writer
+                .queue(&data_out(2, 0), Bytes::from(big[1].clone()))
+                .await
+                .expect("queue");
+            writer
+                .queue(&data_out(3, 0), Bytes::from_static(b"short"))
+                .await
+                .expect("queue");
+            writer
+                .queue(&data_out(4, 0), Bytes::from(big[2].clone()))
+                .await
+                .expect("queue");
+            writer.flush().await.expect("flush");
+            writer
+        })
+    };
+    let mut reader = PduReader::new(read, Direction::FromInitiator);
+    reader.set_framing(framing(false));
+    assert!(reader.set_heads(64 * 1024, Duration::from_secs(5)));
+    let target = tempfile::NamedTempFile::new().expect("a temporary file");
+    target.as_file().set_len(2 << 20).expect("size");
+    let dest = Arc::new(target.reopen().expect("reopen"));
+
+    let Frame::Head(head) = reader.next_frame().await.expect("frame") else {
+        panic!("a head")
+    };
+    let file = dest.clone();
+    let moved = reader
+        .blocking(head, move |lent, mut head| {
+            let mut offsets = Vec::new();
+            let mut at = 0u64;
+            loop {
+                lent.segment(&head).to_file(&file, at).expect("to the file");
+                lent.end_segment(&head).expect("end");
+                offsets.push(at);
+                at += head.data_len as u64;
+                match lent.next_head(Duration::from_secs(5)).expect("next") {
+                    Some(next) => head = next,
+                    None => return offsets,
+                }
+            }
+        })
+        .await
+        .expect("the job");
+    assert_eq!(moved, vec![0, 300_000], "two segments in one job");
+    let Frame::Pdu(third) = reader.next_frame().await.expect("frame") else {
+        panic!("the short one comes whole")
+    };
+    assert_eq!(&third.data[..], b"short");
+    let Frame::Head(fourth) = reader.next_frame().await.expect("frame") else {
+        panic!("a head again")
+    };
+    assert_eq!(fourth.data_len, big[2].len());
+    let pdu = reader.read_segment(fourth).await.expect("read");
+    assert_eq!(&pdu.data[..], &big[2][..]);
+    drop(sent.await.expect("writer"));
+    let on_disk = std::fs::read(target.path()).expect("read back");
+    assert_eq!(&on_disk[..300_000], &big[0][..]);
+    assert_eq!(&on_disk[300_000..600_004], &big[1][..]);
+}

@@ -12,13 +12,13 @@
 use super::ConnError;
 use super::command::{self, Traffic};
 use super::jobs::Jobs;
-use super::wire::{PduReader, PduWriter};
+use super::stream;
+use super::wire::{Out, PduReader, PduWriter, write_loop};
 use crate::target::Target;
-use iscsi_proto::codec::Head;
+use iscsi_proto::Scope;
 use iscsi_proto::login::LoginOutcome;
 use iscsi_proto::negotiate::SessionType;
-use iscsi_proto::target::{self, Close, Event, Route, Transmit};
-use iscsi_proto::{Itt, Scope};
+use iscsi_proto::target::{self, Close, Event};
 use iscsi_wire::{Frame, Payload, PipePool, ReadError};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -36,41 +36,33 @@ const SPLICE_MIN: usize = 64 * 1024;
 /// way from the page cache to the socket).
 const READ_PIPES: usize = 32;
 
-/// What the writer task is sent.
-#[derive(Debug)]
-enum Out {
-    Batch(Vec<Transmit<Payload>>),
-    /// Flush and close the socket.
-    Close,
-}
-
 /// The machine and the SCSI side, shared by the reader and the commands.
 #[derive(Debug)]
-struct Shared {
-    machine: target::Connection<Payload>,
-    jobs: Jobs,
-    closed: Option<Close>,
+pub(super) struct Shared {
+    pub(super) machine: target::Connection<Payload>,
+    pub(super) jobs: Jobs,
+    pub(super) closed: Option<Close>,
 }
 
 /// One connection's state and the tasks around it.
 #[derive(Debug, Clone)]
-struct Link {
+pub(super) struct Link {
     shared: Arc<Mutex<Shared>>,
     out: mpsc::UnboundedSender<Out>,
     pipes: Option<Arc<PipePool>>,
-    traffic: Arc<Traffic>,
-    lu: Arc<crate::lu::LogicalUnit>,
+    pub(super) traffic: Arc<Traffic>,
+    pub(super) lu: Arc<crate::lu::LogicalUnit>,
     commands: Arc<Mutex<JoinSet<()>>>,
 }
 
 impl Link {
-    fn lock(&self) -> MutexGuard<'_, Shared> {
+    pub(super) fn lock(&self) -> MutexGuard<'_, Shared> {
         self.shared.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Act on the machine's events and send what it has to send, in the
     /// order it stamped it (under the lock, so no two batches cross).
-    fn drain(&self, shared: &mut Shared) {
+    pub(super) fn drain(&self, shared: &mut Shared) {
         while let Some(event) = shared.machine.poll_event() {
             match event {
                 Event::Command(cmd) => shared.jobs.command(cmd),
@@ -182,7 +174,7 @@ pub(crate) async fn run(
                         link.drain(&mut shared);
                         Ok(())
                     }
-                    Ok(Frame::Head(head)) => take_segment(&link, &mut reader, head).await,
+                    Ok(Frame::Head(head)) => stream::take_segment(&link, &mut reader, head, target.closing()).await,
                     Err(ReadError::Decode(e)) if e.scope() == Scope::Pdu => {
                         debug!("rejecting a PDU: {e}");
                         let mut shared = link.lock();
@@ -228,95 +220,6 @@ pub(crate) async fn run(
     let _ = link.out.send(Out::Close);
     let _ = tokio::time::timeout(Duration::from_secs(10), writing).await;
     result
-}
-
-/// A PDU whose data segment is still on the socket: the machine says where
-/// the segment goes, and a placed WRITE's data goes straight to the disk.
-async fn take_segment(link: &Link, reader: &mut PduReader, head: Head) -> Result<(), ConnError> {
-    let (route, placed_at) = {
-        let mut shared = link.lock();
-        let route = shared.machine.handle_head(&head, Instant::now());
-        link.drain(&mut shared);
-        let placed_at = match route {
-            Route::Task { itt, offset } => shared.jobs.get_mut(itt).and_then(|job| job.placed_at(offset)),
-            _ => None,
-        };
-        (route, placed_at)
-    };
-    match (route, placed_at) {
-        (Route::Task { itt, .. }, Some(at)) => {
-            let lu = link.lu.clone();
-            let written = reader
-                .segment_into(&head, move |segment| {
-                    lu.place(|file| segment.to_file(file, at))
-                        .unwrap_or_else(|| Err(std::io::Error::other("the disk cannot take placed data")))
-                })
-                .await?;
-            let mut shared = link.lock();
-            match written {
-                Ok(()) => Traffic::add(&link.traffic.spliced_in, head.data_len),
-                Err(e) => placed_error(&mut shared, itt, e),
-            }
-            shared.machine.segment_done();
-            link.drain(&mut shared);
-        }
-        (Route::Task { itt, offset }, None) => {
-            let data = reader.read_segment(head).await?.data;
-            let mut shared = link.lock();
-            Traffic::add(&link.traffic.buffered_in, data.len());
-            if let Some(job) = shared.jobs.get_mut(itt) {
-                job.take(offset, data);
-            }
-            shared.machine.segment_done();
-            link.drain(&mut shared);
-        }
-        (Route::Memory, _) => {
-            let pdu = reader.read_segment(head).await?;
-            let mut shared = link.lock();
-            shared.machine.handle_pdu(pdu, Instant::now());
-            link.drain(&mut shared);
-        }
-        (Route::Discard, _) => {
-            reader.read_segment(head).await?;
-        }
-    }
-    Ok(())
-}
-
-/// A placed WRITE could not put its data on the disk: it answers with the
-/// error once its data is in.
-fn placed_error(shared: &mut Shared, itt: Itt, error: std::io::Error) {
-    if let Some(placed) = shared.jobs.get_mut(itt).and_then(|job| job.placed.as_mut()) {
-        placed.error.get_or_insert(error);
-    }
-}
-
-/// The writer task: PDUs as the machine stamped them, in few writes.
-async fn write_loop(mut writer: PduWriter, mut rx: mpsc::UnboundedReceiver<Out>) {
-    while let Some(first) = rx.recv().await {
-        let mut next = Some(first);
-        while let Some(msg) = next.take() {
-            match msg {
-                Out::Batch(batch) => {
-                    for t in batch {
-                        if let Err(e) = writer.queue(&t.header, t.data).await {
-                            debug!("writer stops: {e}");
-                            return;
-                        }
-                    }
-                }
-                Out::Close => {
-                    writer.shutdown().await;
-                    return;
-                }
-            }
-            next = rx.try_recv().ok();
-        }
-        if writer.flush().await.is_err() {
-            return;
-        }
-    }
-    writer.shutdown().await;
 }
 
 /// A deadline that never comes, for a machine that needs no wake-up.

@@ -10,6 +10,7 @@
 mod command;
 mod ffp;
 mod jobs;
+mod stream;
 mod wire;
 
 use crate::target::{AdmitError, Target};
