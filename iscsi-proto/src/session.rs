@@ -1,89 +1,10 @@
 //! Sequence-number bookkeeping for a session and its connections
-//! (RFC 7143 sections 4.2.2 and 11.4.*): the command window on both sides,
-//! StatSN on both sides.
+//! (RFC 7143 sections 4.2.2 and 11.4.*): the initiator's view of the
+//! command window, StatSN on both sides. The target's window is
+//! [`crate::target::window`].
 
 use crate::pdu::Header;
 use crate::{CmdSn, StatSn};
-
-/// What the target does with an arriving command (RFC 7143 4.2.2.1).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Admission {
-    /// Immediate: delivered at once, CmdSN not advanced.
-    Immediate,
-    /// The next command in order: deliver it.
-    InOrder,
-    /// Inside the window but ahead of a gap (another connection's command is
-    /// missing): hold it until the gap fills.
-    Early,
-    /// "An iSCSI target MUST silently ignore any non-immediate command
-    /// outside of this range or non-immediate duplicates within the range."
-    Ignore,
-}
-
-/// The target's command window for one session: ExpCmdSN and MaxCmdSN.
-///
-/// The window is `depth` commands wide and closes as commands are admitted;
-/// it reopens as they complete, so MaxCmdSN tells the initiator exactly how
-/// many more commands the target will queue. MaxCmdSN never moves backwards.
-#[derive(Debug, Clone)]
-pub struct CommandWindow {
-    exp_cmd_sn: CmdSn,
-    depth: u32,
-    in_flight: u32,
-}
-
-impl CommandWindow {
-    /// A window whose first expected command is `first` (the CmdSN of the
-    /// leading Login Request), `depth` commands wide (at least 1).
-    #[must_use]
-    pub fn new(first: CmdSn, depth: u32) -> Self {
-        Self {
-            exp_cmd_sn: first,
-            depth: depth.max(1),
-            in_flight: 0,
-        }
-    }
-
-    #[must_use]
-    pub fn exp_cmd_sn(&self) -> CmdSn {
-        self.exp_cmd_sn
-    }
-
-    /// ExpCmdSN - 1 when the window is closed (RFC 7143 4.2.2.1: "MaxCmdSN
-    /// ... ExpCmdSN-1 ... the window is closed").
-    #[must_use]
-    pub fn max_cmd_sn(&self) -> CmdSn {
-        let open = self.depth.saturating_sub(self.in_flight);
-        self.exp_cmd_sn.add(open.wrapping_sub(1))
-    }
-
-    /// Commands admitted and not yet completed.
-    #[must_use]
-    pub fn in_flight(&self) -> u32 {
-        self.in_flight
-    }
-
-    /// Decide about a command with `cmd_sn`.
-    pub fn admit(&mut self, cmd_sn: CmdSn, immediate: bool) -> Admission {
-        if immediate {
-            return Admission::Immediate;
-        }
-        if cmd_sn == self.exp_cmd_sn && self.in_flight < self.depth {
-            self.exp_cmd_sn = self.exp_cmd_sn.next();
-            self.in_flight += 1;
-            return Admission::InOrder;
-        }
-        if self.exp_cmd_sn.lt(cmd_sn) && cmd_sn.le(self.max_cmd_sn()) {
-            return Admission::Early;
-        }
-        Admission::Ignore
-    }
-
-    /// A command admitted earlier has completed; the window reopens by one.
-    pub fn complete(&mut self) {
-        self.in_flight = self.in_flight.saturating_sub(1);
-    }
-}
 
 /// The initiator's view of the window: which CmdSN the next command takes
 /// and whether the target will accept it.
@@ -253,29 +174,8 @@ impl ExpStatSn {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::target::window::{Admission, Window};
     use proptest::prelude::*;
-
-    #[test]
-    fn window_opens_and_closes() {
-        let mut w = CommandWindow::new(CmdSn(u32::MAX - 1), 3);
-        assert_eq!(w.max_cmd_sn(), CmdSn(0));
-        assert_eq!(w.admit(CmdSn(u32::MAX - 1), false), Admission::InOrder);
-        assert_eq!(
-            w.admit(CmdSn(0), false),
-            Admission::Early,
-            "ahead of the gap at u32::MAX"
-        );
-        assert_eq!(w.admit(CmdSn(1), false), Admission::Ignore, "beyond MaxCmdSN");
-        assert_eq!(w.admit(CmdSn(u32::MAX), false), Admission::InOrder);
-        assert_eq!(w.admit(CmdSn(0), false), Admission::InOrder);
-        assert_eq!(w.max_cmd_sn(), CmdSn(0), "closed: MaxCmdSN = ExpCmdSN - 1");
-        assert_eq!(w.admit(CmdSn(1), false), Admission::Ignore, "window closed");
-        assert_eq!(w.admit(CmdSn(1), true), Admission::Immediate);
-        w.complete();
-        assert_eq!(w.max_cmd_sn(), CmdSn(1));
-        assert_eq!(w.admit(CmdSn(0), false), Admission::Ignore, "duplicate");
-        assert_eq!(w.admit(CmdSn(1), false), Admission::InOrder);
-    }
 
     #[test]
     fn sequencer_ignores_stale_and_bogus_updates() {
@@ -362,7 +262,8 @@ mod tests {
             depth in 1u32..16,
             ops in proptest::collection::vec(prop_oneof![Just(Op::Send), Just(Op::Complete), Just(Op::Immediate)], 0..200),
         ) {
-            let mut window = CommandWindow::new(CmdSn(start), depth);
+            let mut window = Window::new(CmdSn(start), depth);
+            let mut slots = std::collections::VecDeque::new();
             let mut seq = CommandSequencer::new(CmdSn(start), window.exp_cmd_sn(), window.max_cmd_sn());
             let (mut sent, mut done) = (0u64, 0u64);
             for op in ops {
@@ -371,16 +272,19 @@ mod tests {
                         Some(sn) => {
                             prop_assert!(sent - done < u64::from(depth));
                             prop_assert_eq!(sn, CmdSn(start.wrapping_add(sent as u32)));
-                            prop_assert_eq!(window.admit(sn, false), Admission::InOrder);
+                            let Admission::InOrder(slot) = window.admit(sn, false) else {
+                                return Err(TestCaseError::fail("an in-order command not admitted"));
+                            };
+                            slots.push_back(slot);
                             sent += 1;
                         }
                         None => prop_assert_eq!(sent - done, u64::from(depth)),
                     },
                     Op::Complete => if done < sent {
-                        window.complete();
+                        slots.pop_front();
                         done += 1;
                     },
-                    Op::Immediate => prop_assert_eq!(window.admit(seq.immediate(), true), Admission::Immediate),
+                    Op::Immediate => prop_assert!(matches!(window.admit(seq.immediate(), true), Admission::Immediate)),
                 }
                 seq.update(window.exp_cmd_sn(), window.max_cmd_sn());
                 prop_assert_eq!(u64::from(seq.credits()), u64::from(depth) - (sent - done));

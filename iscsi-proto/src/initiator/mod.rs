@@ -221,12 +221,6 @@ impl<D: Segment> Connection<D> {
         self.outstanding() > 0
     }
 
-    /// Whether the connection is over.
-    #[must_use]
-    pub fn is_lost(&self) -> bool {
-        self.lost
-    }
-
     fn next_itt(&mut self) -> Itt {
         let (tasks, waiting, logout) = (&self.tasks, &self.waiting, &self.logout);
         let taken = |t: u32| {
