@@ -7,6 +7,8 @@
 //!
 //! # Layout
 //!
+//! - [`connect`]: logging in to a LUN (CHAP, digests, several sessions),
+//!   logging out, and the ramdisk's `done` on port 10000.
 //! - [`initiator`]: a pipelined iSCSI initiator over tokio (login, many
 //!   commands in flight within the target's window, R2T, Data-In, NOP).
 //! - [`source`]: disk images (raw, qcow2) as a stream of data and zero runs,
@@ -29,6 +31,7 @@
 
 pub mod capture;
 pub mod cli;
+pub mod connect;
 pub mod deploy;
 pub mod disk;
 pub mod initiator;

@@ -1,11 +1,12 @@
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use conductor_writer::capture::{CaptureOptions, OutputFormat};
-use conductor_writer::cli::{self, Login, WriteArgs};
+use conductor_writer::cli::{self, WriteArgs};
+use conductor_writer::connect::{self, Login};
 use conductor_writer::deploy::layout::{self, BootMode, BootOption};
 use conductor_writer::deploy::mkfs::FsFormat;
 use conductor_writer::deploy::table::Label;
-use conductor_writer::deploy::{DeployOptions, ImageType};
+use conductor_writer::deploy::{DeployOptions, ImageType, Request};
 use conductor_writer::initiator::Recovery;
 use conductor_writer::service::{self, ServiceOptions};
 use conductor_writer::source::{Checksum, FormatChoice, OpenOptions, Origin};
@@ -453,23 +454,8 @@ impl DeployArgs {
     }
 
     fn options(&self) -> anyhow::Result<DeployOptions> {
-        if self.image_type == ImageType::WholeDisk
-            && (self.root_mb.is_some() || self.swap_mb > 0 || self.ephemeral_mb > 0 || self.preserve_ephemeral)
-        {
-            anyhow::bail!(
-                "--root-mb, --swap-mb, --ephemeral-mb and --preserve-ephemeral are for partition images; \
-                 a whole-disk image brings its own partitions"
-            );
-        }
-        Ok(DeployOptions {
-            image: self.image.clone(),
+        let request = Request {
             image_type: self.image_type,
-            open: OpenOptions {
-                format: self.format.choice(),
-                backing_files: !self.io.no_backing_files,
-                ..OpenOptions::default()
-            },
-            checksum: self.checksum,
             partitions: layout::Request {
                 boot_mode: self.boot_mode,
                 boot_option: self.boot_option,
@@ -486,11 +472,26 @@ impl DeployArgs {
             ephemeral_format: self.ephemeral_format,
             preserve_ephemeral: self.preserve_ephemeral,
             configdrive: self.configdrive.clone(),
+        };
+        if let Some(key) = request.misplaced() {
+            anyhow::bail!(
+                "--{} is for partition images; a whole-disk image brings its own partitions",
+                key.replace('_', "-")
+            );
+        }
+        Ok(DeployOptions {
+            open: OpenOptions {
+                format: self.format.choice(),
+                backing_files: !self.io.no_backing_files,
+                ..OpenOptions::default()
+            },
+            checksum: self.checksum,
             write: WriteOptions {
                 queue_depth: self.io.queue_depth.max(1),
                 ..WriteOptions::default()
             },
             fetch_timeout: Duration::from_secs(self.io.login.timeout.max(1) * 3),
+            ..DeployOptions::new(self.image.clone(), request)
         })
     }
 }
@@ -682,7 +683,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 print!("{}", service::client::status_table(&nodes));
             }
         }
-        Command::Notify { address, port } => cli::notify(&address, port, Duration::from_secs(30)).await?,
+        Command::Notify { address, port } => connect::notify(&address, port, Duration::from_secs(30)).await?,
     }
     Ok(())
 }

@@ -45,13 +45,11 @@ pub enum ImageType {
     WholeDisk,
 }
 
-/// What to deploy, and how.
+/// What a node asks of its disk, said the same way by `deploy`'s flags and
+/// by a node's spec in `serve`.
 #[derive(Debug, Clone)]
-pub struct DeployOptions {
-    pub image: PathBuf,
+pub struct Request {
     pub image_type: ImageType,
-    pub open: OpenOptions,
-    pub checksum: Option<Checksum>,
     /// The partitions of a partition-image deploy; `configdrive_mb` is
     /// taken from the config drive itself.
     pub partitions: layout::Request,
@@ -59,9 +57,56 @@ pub struct DeployOptions {
     pub preserve_ephemeral: bool,
     /// A file path or `http://` URL.
     pub configdrive: Option<String>,
+}
+
+impl Request {
+    /// The first partition option set for a whole-disk image, which brings
+    /// its own partitions, by its name in a node's spec (`root_mb`; the
+    /// command line spells it `--root-mb`).
+    #[must_use]
+    pub fn misplaced(&self) -> Option<&'static str> {
+        if self.image_type != ImageType::WholeDisk {
+            return None;
+        }
+        let p = &self.partitions;
+        [
+            ("root_mb", p.root_mb.is_some()),
+            ("swap_mb", p.swap_mb > 0),
+            ("ephemeral_mb", p.ephemeral_mb > 0),
+            ("preserve_ephemeral", self.preserve_ephemeral),
+        ]
+        .into_iter()
+        .find_map(|(key, set)| set.then_some(key))
+    }
+}
+
+/// What to deploy, and how: built here only, from a [`Request`], whoever
+/// asks; callers then set how the image is opened and written.
+#[derive(Debug, Clone)]
+pub struct DeployOptions {
+    pub image: PathBuf,
+    pub request: Request,
+    pub open: OpenOptions,
+    pub checksum: Option<Checksum>,
     pub write: WriteOptions,
     /// For fetching a config drive.
     pub fetch_timeout: Duration,
+}
+
+impl DeployOptions {
+    /// `request` for `image`, opened and written with the defaults (the
+    /// request itself is checked by [`deploy`] before anything is written).
+    #[must_use]
+    pub fn new(image: PathBuf, request: Request) -> Self {
+        Self {
+            image,
+            request,
+            open: OpenOptions::default(),
+            checksum: None,
+            write: WriteOptions::default(),
+            fetch_timeout: Duration::from_secs(60),
+        }
+    }
 }
 
 /// One partition as the result reports it.
@@ -232,7 +277,7 @@ pub async fn deploy(
         efi_system_partition_uuid: plan.efi_uuid,
         disk_identifier: plan.disk_identifier,
         image: options.image.display().to_string(),
-        image_type: options.image_type,
+        image_type: options.request.image_type,
         partition_table: plan.table.as_ref().map(|t| t.label),
         partitions,
         image_bytes: plan.image_bytes,
@@ -304,6 +349,9 @@ fn random_u32() -> u32 {
 }
 
 async fn prepare(disk: &Disk, options: &DeployOptions) -> anyhow::Result<Plan> {
+    if let Some(key) = options.request.misplaced() {
+        bail!("`{key}` only applies to partition images, and the image is a whole disk");
+    }
     if let Some(expected) = &options.checksum {
         let (path, expected) = (options.image.clone(), *expected);
         tokio::task::spawn_blocking(move || source::verify_checksum(&path, &expected))
@@ -311,7 +359,7 @@ async fn prepare(disk: &Disk, options: &DeployOptions) -> anyhow::Result<Plan> {
             .context("checksum task")??;
     }
     let image = open_image(options)?;
-    let configdrive = match &options.configdrive {
+    let configdrive = match &options.request.configdrive {
         Some(spec) => {
             let (spec, timeout) = (spec.clone(), options.fetch_timeout);
             Some(tokio::task::spawn_blocking(move || configdrive::load(&spec, timeout)).await??)
@@ -322,7 +370,7 @@ async fn prepare(disk: &Disk, options: &DeployOptions) -> anyhow::Result<Plan> {
         .prefix("conductor-writer-deploy.")
         .tempdir()
         .context("cannot make a scratch directory")?;
-    match options.image_type {
+    match options.request.image_type {
         ImageType::Partition => prepare_partition_image(disk, options, image, configdrive, scratch).await,
         ImageType::WholeDisk => prepare_whole_disk(disk, options, image, configdrive, scratch),
     }
@@ -370,9 +418,9 @@ async fn prepare_partition_image(
     let g = &disk.geometry;
     let request = layout::Request {
         configdrive_mb: configdrive.as_ref().map_or(0, ConfigDrive::size_mib),
-        ..options.partitions.clone()
+        ..options.request.partitions.clone()
     };
-    let existing = if options.preserve_ephemeral {
+    let existing = if options.request.preserve_ephemeral {
         let head = disk
             .read_at(0, u32::try_from(Table::head_len(g.block_size)).unwrap_or(u32::MAX))
             .await
@@ -387,7 +435,7 @@ async fn prepare_partition_image(
         .map_or_else(|| (random_u32(), Uuid::new_v4()), |t| (t.disk_signature, t.disk_guid));
     let mut layout = layout::plan(&request, g.block_size, g.blocks, signature, disk_guid, Uuid::new_v4)
         .context("the partitions do not fit the disk")?;
-    if options.preserve_ephemeral {
+    if options.request.preserve_ephemeral {
         keep_ephemeral(&mut layout, existing.as_ref())?;
     }
     let bs = u64::from(g.block_size);
@@ -430,8 +478,8 @@ async fn prepare_partition_image(
     };
     let efi_uuid = make(Role::EfiSystem, Mkfs::EfiSystem)?;
     make(Role::Swap, Mkfs::Swap)?;
-    if !options.preserve_ephemeral {
-        make(Role::Ephemeral, Mkfs::Ephemeral(options.ephemeral_format))?;
+    if !options.request.preserve_ephemeral {
+        make(Role::Ephemeral, Mkfs::Ephemeral(options.request.ephemeral_format))?;
     }
     if let (Some(cd), Some((offset, _))) = (&configdrive, at(Role::ConfigDrive)) {
         let number = layout.partition(Role::ConfigDrive).map_or(0, |p| p.number);

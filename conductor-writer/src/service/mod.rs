@@ -44,7 +44,7 @@ pub mod provision;
 pub mod store;
 pub mod worker;
 
-use crate::cli::Login;
+use crate::connect::Login;
 use crate::write::WriteOptions;
 use nodes::NodeSpec;
 use std::collections::HashMap;

@@ -6,6 +6,9 @@
 //! the partition sizes) is checked here, once, so a typo fails at start-up with the node and the
 //! key named instead of half-way through writing a disk.
 
+use crate::deploy::Request;
+use crate::deploy::layout;
+use crate::deploy::table::Label;
 use std::net::Ipv6Addr;
 use std::path::{Path, PathBuf};
 
@@ -85,6 +88,35 @@ impl NodeSpec {
     /// The target name the ramdisk serves; Ironic's `iscsi_target_iqn` for this node.
     pub fn iqn(&self) -> String {
         format!("iqn.2008-10.org.openstack:{}", self.uuid)
+    }
+
+    /// What the node asks of its disk, in the deploy's own types.
+    pub fn deploy_request(&self) -> Result<Request, String> {
+        fn pick<T: clap::ValueEnum>(what: &str, value: &str) -> Result<T, String> {
+            T::from_str(value, true).map_err(|_| format!("bad `{what}` {value:?}"))
+        }
+        let label = match self.disk_label.as_deref() {
+            None => None,
+            Some("gpt") => Some(Label::Gpt),
+            Some("msdos") => Some(Label::Msdos),
+            Some(other) => return Err(format!("bad `disk_label` {other:?}")),
+        };
+        Ok(Request {
+            image_type: pick("image_type", &self.image_type)?,
+            partitions: layout::Request {
+                boot_mode: pick("boot_mode", &self.boot_mode)?,
+                boot_option: pick("boot_option", &self.boot_option)?,
+                label,
+                efi_mb: self.efi_mb,
+                ephemeral_mb: self.ephemeral_mb,
+                swap_mb: self.swap_mb,
+                configdrive_mb: 0,
+                root_mb: self.root_mb,
+            },
+            ephemeral_format: pick("ephemeral_format", &self.ephemeral_format)?,
+            preserve_ephemeral: self.preserve_ephemeral,
+            configdrive: self.configdrive.clone(),
+        })
     }
 }
 
@@ -188,18 +220,10 @@ fn check(s: &NodeSpec) -> Result<(), String> {
     if let Some(label) = &s.disk_label {
         one_of("disk_label", label, &["msdos", "gpt"])?;
     }
-    if s.image_type == "whole-disk" {
-        let partition_keys = [
-            ("root_mb", s.root_mb.is_some()),
-            ("swap_mb", s.swap_mb > 0),
-            ("ephemeral_mb", s.ephemeral_mb > 0),
-            ("preserve_ephemeral", s.preserve_ephemeral),
-        ];
-        if let Some((key, _)) = partition_keys.iter().find(|(_, set)| *set) {
-            return Err(format!(
-                "`{key}` only applies to partition images; remove it or set image_type = \"partition\""
-            ));
-        }
+    if let Some(key) = s.deploy_request()?.misplaced() {
+        return Err(format!(
+            "`{key}` only applies to partition images; remove it or set image_type = \"partition\""
+        ));
     }
     if s.root_mb == Some(0) {
         return Err("`root_mb` must be > 0; omit it to give root the rest of the disk".into());

@@ -18,18 +18,13 @@
 use super::nodes::NodeSpec;
 use super::store::{Claim, DeployRow, Finish, Work};
 use super::{Progress, Service, metrics};
-use crate::cli::open_disk;
-use crate::deploy::layout::{self, BootMode, BootOption};
-use crate::deploy::mkfs::FsFormat;
-use crate::deploy::table::Label;
-use crate::deploy::{self as deployer, DeployOptions, DeployReport, ImageType};
+use crate::connect::{self, open_disk};
+use crate::deploy::{self as deployer, DeployOptions, DeployReport};
 use crate::initiator::SessionError;
 use crate::source::OpenOptions;
 use crate::url::{IscsiUrl, parse_portal};
-use crate::write::WriteOptions;
 use iscsi_proto::login::{Credentials, DeployRole, LoginError};
 use iscsi_proto::pdu::LoginStatus;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::OwnedSemaphorePermit;
@@ -194,7 +189,7 @@ impl Service {
     }
 
     async fn notify(&self, (host, port): (String, u16), what: &str) -> Result<(), String> {
-        crate::cli::notify(&host, port, self.options.login.timeout)
+        connect::notify(&host, port, self.options.login.timeout)
             .await
             .map_err(|e| format!("{what}, but done could not be sent to {host}:{port}: {e:#}"))
     }
@@ -275,12 +270,21 @@ impl Service {
         port: u16,
     ) -> Result<(DeployReport, (String, u16)), String> {
         let image = self.images.get(&spec.image, spec.image_checksum.as_deref()).await?;
-        let mut options = deploy_options(spec, image)?;
+        let mut options = DeployOptions {
+            // Images come from the operator's file, but a qcow2 naming a
+            // backing file could pull any local file onto a node: refuse.
+            open: OpenOptions {
+                backing_files: false,
+                ..OpenOptions::default()
+            },
+            // The checksum is checked once for every node by the image cache.
+            ..DeployOptions::new(image, spec.deploy_request()?)
+        };
         // A config drive from a provision request wins over the nodes file's;
         // one given inline goes through a file that lives as long as the deploy.
         let _drive_file = match self.store.configdrive(&spec.uuid).await.map_err(|e| e.to_string())? {
             Some(url) if url.contains("://") => {
-                options.configdrive = Some(url);
+                options.request.configdrive = Some(url);
                 None
             }
             Some(drive) => {
@@ -288,7 +292,7 @@ impl Service {
                 let file = tokio::task::spawn_blocking(move || spill(&dir, drive.as_bytes()))
                     .await
                     .map_err(|e| e.to_string())??;
-                options.configdrive = Some(file.path().display().to_string());
+                options.request.configdrive = Some(file.path().display().to_string());
                 Some(file)
             }
             None => None,
@@ -338,7 +342,7 @@ impl Service {
             self.set_progress(&uuid, Some(progress));
         })
         .await;
-        crate::cli::logout(disk).await;
+        connect::logout(disk).await;
         let report = result.map_err(|e| format!("{e:#}"))?;
         info!(node = %spec.uuid, seconds = report.seconds, mib_per_second = report.mib_per_second, "image written");
         Ok((report, (host, spec.notify_port)))
@@ -408,50 +412,4 @@ fn deploy_row(uuid: &str, address: &str, report: &DeployReport) -> DeployRow {
         disk_identifier: Some(report.disk_identifier.clone()),
         ..DeployRow::default()
     }
-}
-
-/// The `deploy` options a node's spec asks for.
-fn deploy_options(spec: &NodeSpec, image: PathBuf) -> Result<DeployOptions, String> {
-    fn pick<T: clap::ValueEnum>(uuid: &str, what: &str, value: &str) -> Result<T, String> {
-        T::from_str(value, true).map_err(|_| format!("node {uuid}: bad {what} {value:?}"))
-    }
-    let uuid = spec.uuid.as_str();
-    let image_type: ImageType = pick(uuid, "image_type", &spec.image_type)?;
-    let boot_mode: BootMode = pick(uuid, "boot_mode", &spec.boot_mode)?;
-    let boot_option: BootOption = pick(uuid, "boot_option", &spec.boot_option)?;
-    let ephemeral_format: FsFormat = pick(uuid, "ephemeral_format", &spec.ephemeral_format)?;
-    let bad = |what: &str, value: &str| format!("node {uuid}: bad {what} {value:?}");
-    let label = match spec.disk_label.as_deref() {
-        None => None,
-        Some("gpt") => Some(Label::Gpt),
-        Some("msdos") => Some(Label::Msdos),
-        Some(other) => return Err(bad("disk_label", other)),
-    };
-    Ok(DeployOptions {
-        image,
-        image_type,
-        open: OpenOptions {
-            // Images come from the operator's file, but a qcow2 naming a
-            // backing file could pull any local file onto a node: refuse.
-            backing_files: false,
-            ..OpenOptions::default()
-        },
-        // Checked once for every node by the image cache.
-        checksum: None,
-        partitions: layout::Request {
-            boot_mode,
-            boot_option,
-            label,
-            efi_mb: spec.efi_mb,
-            ephemeral_mb: spec.ephemeral_mb,
-            swap_mb: spec.swap_mb,
-            configdrive_mb: 0,
-            root_mb: spec.root_mb,
-        },
-        ephemeral_format,
-        preserve_ephemeral: spec.preserve_ephemeral,
-        configdrive: spec.configdrive.clone(),
-        write: WriteOptions::default(),
-        fetch_timeout: Duration::from_secs(60),
-    })
 }
