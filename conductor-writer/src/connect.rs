@@ -121,4 +121,3 @@ pub async fn notify_retrying(host: &str, port: u16, timeout: Duration) -> anyhow
         }
     }
 }
-

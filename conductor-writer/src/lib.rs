@@ -27,7 +27,8 @@
 //!   for several instances, PostgreSQL.
 //! - [`url`]: `iscsi://` URLs as libiscsi and QEMU write them.
 //! - [`tls`]: rustls for the HTTP client and the service's own API.
-//! - [`cli`]: the commands behind `main.rs`.
+//! - [`cli`]: the command line, its flags and commands (`main.rs` only
+//!   starts logging and the runtime).
 
 pub mod capture;
 pub mod cli;
