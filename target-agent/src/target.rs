@@ -1,7 +1,7 @@
 //! What a portal serves, and the sessions alive on it.
 
 use crate::lu::LogicalUnit;
-use iscsi_proto::login::{TargetAuth, TargetConfig, TargetEntry};
+use iscsi_proto::login::{LoginError, TargetAuth, TargetConfig, TargetEntry};
 use iscsi_proto::negotiate::Preferences;
 use iscsi_proto::pdu::{Isid, Tsih};
 use iscsi_proto::scsi::AdditionalSense;
@@ -86,17 +86,6 @@ pub struct Target {
     closing: watch::Sender<bool>,
 }
 
-/// Why a session cannot be registered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum AdmitError {
-    #[error("too many sessions")]
-    TooManySessions,
-    #[error("the session being reinstated did not end in time")]
-    ReinstatementTimedOut,
-    #[error("another initiator is using the disk")]
-    InUse,
-}
-
 impl Target {
     #[must_use]
     pub fn new(options: TargetOptions, lu: Arc<LogicalUnit>) -> Self {
@@ -140,7 +129,7 @@ impl Target {
 
     /// Register a session, first ending any session with the same key
     /// (reinstatement). Returns the notifier that asks this session to stop.
-    pub async fn admit(&self, key: SessionKey, tsih: Tsih) -> Result<Arc<Notify>, AdmitError> {
+    pub async fn admit(&self, key: SessionKey, tsih: Tsih) -> Result<Arc<Notify>, LoginError> {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         loop {
             let departed = self.departed.notified();
@@ -152,10 +141,10 @@ impl Target {
                     Some(old) => old.stop.notify_one(),
                     None => {
                         if self.options.exclusive && table.keys().any(|(name, _)| *name != key.0) {
-                            return Err(AdmitError::InUse);
+                            return Err(LoginError::NotAuthorized("another initiator is using the disk"));
                         }
                         if table.len() >= self.options.max_sessions {
-                            return Err(AdmitError::TooManySessions);
+                            return Err(LoginError::OutOfResources("too many sessions"));
                         }
                         let stop = Arc::new(Notify::new());
                         table.insert(
@@ -171,7 +160,9 @@ impl Target {
                 }
             }
             if tokio::time::timeout_at(deadline, departed).await.is_err() {
-                return Err(AdmitError::ReinstatementTimedOut);
+                return Err(LoginError::Unavailable(
+                    "the session being reinstated did not end in time",
+                ));
             }
         }
     }

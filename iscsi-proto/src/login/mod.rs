@@ -13,7 +13,7 @@ mod target;
 
 pub use chap::{ChapAlgorithm, Credentials, DeployRole};
 pub use initiator::{InitiatorConfig, InitiatorLogin, InitiatorStep};
-pub use target::{TargetAuth, TargetConfig, TargetEntry, TargetLogin, TargetLoginParams, TargetStep, failure_response};
+pub use target::{TargetAuth, TargetConfig, TargetEntry, TargetLogin, TargetLoginParams, TargetStep, refuse};
 
 use crate::negotiate::{ConnectionParams, NegotiationError, SessionParams, SessionType};
 use crate::pdu::{Cid, Isid, LoginStatus, Tsih};
@@ -44,6 +44,16 @@ pub enum LoginError {
     Protocol(&'static str),
     #[error("adding a connection to session {0:?} is not supported")]
     SessionDoesNotExist(Tsih),
+    /// The login negotiated to its end, but the target has no room for
+    /// another session (its own limit, not the login's fault).
+    #[error("{0}")]
+    OutOfResources(&'static str),
+    /// The target cannot take the session now; the initiator may try again.
+    #[error("{0}")]
+    Unavailable(&'static str),
+    /// The initiator authenticated but may not use the target now.
+    #[error("{0}")]
+    NotAuthorized(&'static str),
     /// An initiator got a non-success status from the target.
     #[error("target refused the login: {status}{}", redirect.as_ref().map(|a| format!(" (go to {a})")).unwrap_or_default())]
     Refused {
@@ -64,6 +74,9 @@ impl LoginError {
             Self::Authentication(_) => LoginStatus::AUTHENTICATION_FAILURE,
             Self::UnsupportedVersion { .. } => LoginStatus::UNSUPPORTED_VERSION,
             Self::SessionDoesNotExist(_) => LoginStatus::SESSION_DOES_NOT_EXIST,
+            Self::OutOfResources(_) => LoginStatus::OUT_OF_RESOURCES,
+            Self::Unavailable(_) => LoginStatus::SERVICE_UNAVAILABLE,
+            Self::NotAuthorized(_) => LoginStatus::AUTHORIZATION_FAILURE,
             Self::Refused { status, .. } => *status,
         }
     }

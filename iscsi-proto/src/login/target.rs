@@ -440,10 +440,8 @@ impl TargetLogin {
     }
 }
 
-/// A Login Response refusing `req` with `status`, for drivers that refuse a
-/// login before a [`TargetLogin`] exists (e.g. too many sessions).
-#[must_use]
-pub fn failure_response(req: Option<&LoginRequest>, status: LoginStatus, stat_sn: StatSn) -> Pdu {
+/// A Login Response refusing `req` with `status`.
+fn failure_response(req: Option<&LoginRequest>, status: LoginStatus, stat_sn: StatSn) -> Pdu {
     let header = LoginResponse {
         transit: false,
         cont: false,
@@ -460,4 +458,20 @@ pub fn failure_response(req: Option<&LoginRequest>, status: LoginStatus, stat_sn
         status,
     };
     Pdu::new(header)
+}
+
+/// The final Login Response of a login that negotiated to its end, turned
+/// into a refusal for `err` when the target will not admit the session
+/// (RFC 7143 11.13.3: a failed login answers with T=0 and TSIH 0, and
+/// carries no text).
+#[must_use]
+pub fn refuse(mut rsp: Pdu, err: &LoginError) -> Pdu {
+    if let Header::LoginResponse(h) = &mut rsp.header {
+        h.status = err.status();
+        h.transit = false;
+        h.nsg = Stage(0);
+        h.tsih = Tsih(0);
+    }
+    rsp.data = bytes::Bytes::new();
+    rsp
 }

@@ -52,6 +52,16 @@ struct Ends {
 }
 
 fn login(init: InitiatorConfig, target: TargetConfig) -> Ends {
+    login_admitting(init, target, |_| Ok(()))
+}
+
+/// A login whose target, once negotiation is done, asks `admit` whether it
+/// takes the session.
+fn login_admitting(
+    init: InitiatorConfig,
+    target: TargetConfig,
+    admit: impl Fn(&LoginOutcome) -> Result<(), LoginError>,
+) -> Ends {
     let mut initiator = InitiatorLogin::new(init, [0x5a; 64]);
     let mut target = TargetLogin::new(Arc::new(target), params());
     let mut request = initiator.start();
@@ -59,7 +69,10 @@ fn login(init: InitiatorConfig, target: TargetConfig) -> Ends {
         let request_in = wire(&request, Direction::FromInitiator);
         let (response, target_end) = match target.step(&request_in) {
             TargetStep::Continue(rsp) => (rsp, None),
-            TargetStep::Complete(rsp, outcome) => (rsp, Some(Ok(*outcome))),
+            TargetStep::Complete(rsp, outcome) => match admit(&outcome) {
+                Ok(()) => (rsp, Some(Ok(*outcome))),
+                Err(e) => (refuse(rsp, &e), Some(Err(e))),
+            },
             TargetStep::Fail(rsp, err) => (rsp, Some(Err(err))),
         };
         match initiator.step(&wire(&response, Direction::FromTarget)) {
@@ -96,6 +109,26 @@ fn refused_with(ends: &Ends, status: LoginStatus) {
         other => panic!("initiator should be refused with {status:?}: {other:?}"),
     }
     assert_eq!(ends.target.as_ref().unwrap_err().status(), status);
+}
+
+#[test]
+fn a_session_the_target_will_not_admit_is_refused_with_its_status() {
+    let refusals = [
+        (
+            LoginError::OutOfResources("too many sessions"),
+            LoginStatus::OUT_OF_RESOURCES,
+        ),
+        (LoginError::Unavailable("busy"), LoginStatus::SERVICE_UNAVAILABLE),
+        (LoginError::NotAuthorized("in use"), LoginStatus::AUTHORIZATION_FAILURE),
+    ];
+    for (err, status) in refusals {
+        let ends = login_admitting(
+            initiator_config(Some(TARGET)),
+            target_config(TargetAuth::default()),
+            |_| Err(err.clone()),
+        );
+        refused_with(&ends, status);
+    }
 }
 
 #[test]

@@ -13,12 +13,11 @@ mod jobs;
 mod stream;
 mod wire;
 
-use crate::target::{AdmitError, Target};
+use crate::target::Target;
 use iscsi_proto::StatSn;
 use iscsi_proto::codec::Direction;
-use iscsi_proto::login::{LoginOutcome, TargetLogin, TargetLoginParams, TargetStep};
+use iscsi_proto::login::{self, LoginOutcome, TargetLogin, TargetLoginParams, TargetStep};
 use iscsi_proto::negotiate::SessionType;
-use iscsi_proto::pdu::{Header, LoginStatus, Pdu, Stage, Tsih};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::TcpStream;
@@ -50,7 +49,7 @@ pub(crate) enum ConnError {
     #[error("{0}")]
     Decode(#[from] iscsi_proto::codec::DecodeError),
     #[error("login: {0}")]
-    Login(#[from] iscsi_proto::login::LoginError),
+    Login(#[from] login::LoginError),
     #[error("login did not finish in time")]
     LoginTimeout,
     #[error("{0}")]
@@ -127,12 +126,7 @@ async fn login(
                         match target.admit(key, outcome.tsih).await {
                             Ok(stop) => stop,
                             Err(e) => {
-                                let status = match e {
-                                    AdmitError::TooManySessions => LoginStatus::OUT_OF_RESOURCES,
-                                    AdmitError::ReinstatementTimedOut => LoginStatus::SERVICE_UNAVAILABLE,
-                                    AdmitError::InUse => LoginStatus::AUTHORIZATION_FAILURE,
-                                };
-                                writer.send(&refusal(rsp, status)).await?;
+                                writer.send(&login::refuse(rsp, &e)).await?;
                                 info!("login refused: {e}");
                                 return Ok(None);
                             }
@@ -144,16 +138,4 @@ async fn login(
             }
         }
     }
-}
-
-/// Turn a final Login Response into a refusal with `status`.
-fn refusal(mut rsp: Pdu, status: LoginStatus) -> Pdu {
-    if let Header::LoginResponse(h) = &mut rsp.header {
-        h.status = status;
-        h.transit = false;
-        h.nsg = Stage(0);
-        h.tsih = Tsih(0);
-    }
-    rsp.data = bytes::Bytes::new();
-    rsp
 }
