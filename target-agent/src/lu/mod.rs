@@ -42,8 +42,9 @@
 //!   are changeable), REQUEST SENSE, REPORT SUPPORTED OPERATION CODES.
 //! - `io.rs` — READ, WRITE, VERIFY, WRITE AND VERIFY, COMPARE AND WRITE,
 //!   ORWRITE, SYNCHRONIZE CACHE; how IO errors become sense data.
-//! - `reservation.rs` — [`Nexus`]; RESERVE/RELEASE (6) and persistent
-//!   reservations: which commands conflict, PERSISTENT RESERVE IN/OUT.
+//! - `reservation/` — [`Nexus`]; RESERVE/RELEASE (6) and persistent
+//!   reservations: which commands conflict (`mod.rs`), PERSISTENT RESERVE
+//!   IN/OUT (`persistent.rs`).
 //! - `provisioning.rs` — READ CAPACITY, WRITE SAME, UNMAP, GET LBA STATUS.
 //! - `tests.rs`, `io_tests.rs`, `mode_tests.rs`, `provisioning_tests.rs`,
 //!   `reservation_tests.rs` —

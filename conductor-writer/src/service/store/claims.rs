@@ -17,8 +17,10 @@
 //! writing before its lease runs out (see the service), and the deploy ramdisk serves one
 //! initiator at a time (`--exclusive`), so a late writer is refused at the disk too.
 
+use super::conductors::Conductor;
 use super::db::{Row, Tx, local_now};
-use super::{NodeRow, ProvisionState, Store, StoreError, add_event, rfc3339, set_state};
+use super::nodes::{add_event, locked_state, set_state};
+use super::{NodeRow, ProvisionState, Store, StoreError, rfc3339};
 use crate::service::nodes::NodeSpec;
 use std::time::Duration;
 
@@ -31,17 +33,6 @@ pub enum Work {
     Write { address: String, iqn: String, port: u16 },
     /// `pass_bootloader_install_info` said SUCCEEDED: send the second `done`.
     BootLoaderDone,
-}
-
-/// This instance, as the database knows it.
-#[derive(Debug, Clone)]
-pub struct Conductor {
-    /// Stable across restarts: the restarted instance is the same conductor.
-    pub name: String,
-    pub group: String,
-    pub hostname: String,
-    /// New with each start: tells a restart from a second process with the same name.
-    pub incarnation: String,
 }
 
 /// A node this instance holds, and what to do.
@@ -85,28 +76,6 @@ pub struct Expired {
     pub error: String,
     /// Whether a deploy was open (its image written, or its holder gone).
     pub closed_deploy: bool,
-}
-
-/// An instance that registered.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct ConductorRow {
-    pub name: String,
-    pub conductor_group: String,
-    pub hostname: String,
-    pub started_at: String,
-    pub heartbeat_at: String,
-    /// Online and heard from within the lease time.
-    pub alive: bool,
-}
-
-/// The answer to registering a name.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Registered {
-    Yes,
-    /// Another process with this name beat its heart at `heartbeat_at` (unix seconds).
-    Busy {
-        heartbeat_at: f64,
-    },
 }
 
 const WORKING: &str = "work, reservation, claim, lease_until";
@@ -187,7 +156,7 @@ impl Store {
         by: &str,
     ) -> Result<(), StoreError> {
         let mut tx = self.db.write().await?;
-        let (state, holder) = super::locked_state(&mut tx, uuid).await?;
+        let (state, holder) = locked_state(&mut tx, uuid).await?;
         let open = open_deploy(&mut tx, uuid).await?;
         let waiting = state == ProvisionState::WaitCallBack && open.is_some();
         if !waiting || deploy_id.is_some_and(|id| open != Some(id)) {
@@ -387,82 +356,6 @@ impl Store {
         }
         tx.commit().await?;
         Ok(expired)
-    }
-
-    /// Register `me` as online. Another process that uses the name and was heard from within
-    /// `lease` makes it [`Registered::Busy`] (a restart after a crash waits that long once).
-    pub async fn register(&self, me: &Conductor, lease: Duration) -> Result<Registered, StoreError> {
-        let mut tx = self.db.write().await?;
-        let now = tx.now().await?;
-        let sql = format!(
-            "SELECT incarnation, online, heartbeat_at FROM conductors WHERE name = ?1{}",
-            tx.lock_rows(false)
-        );
-        if let Some(row) = tx.query_opt(&sql, params![&me.name]).await? {
-            let heartbeat_at = row.real(2);
-            if row.text(0)? != me.incarnation && row.bool(1) && heartbeat_at > now - lease.as_secs_f64() {
-                return Ok(Registered::Busy { heartbeat_at });
-            }
-            tx.execute("DELETE FROM conductors WHERE name = ?1", params![&me.name])
-                .await?;
-        }
-        tx.execute(
-            "INSERT INTO conductors (name, conductor_group, hostname, incarnation, online, started_at, heartbeat_at) \
-             VALUES (?1, ?2, ?3, ?4, 1, ?5, ?5)",
-            params![&me.name, &me.group, &me.hostname, &me.incarnation, now],
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(Registered::Yes)
-    }
-
-    /// `false`: the name was registered again by another process (see [`Store::register`]).
-    pub async fn heartbeat(&self, me: &Conductor) -> Result<bool, StoreError> {
-        let mut tx = self.db.write().await?;
-        let now = tx.now().await?;
-        let changed = tx
-            .execute(
-                "UPDATE conductors SET heartbeat_at = ?3, online = 1 WHERE name = ?1 AND incarnation = ?2",
-                params![&me.name, &me.incarnation, now],
-            )
-            .await?;
-        tx.commit().await?;
-        Ok(changed == 1)
-    }
-
-    pub async fn unregister(&self, me: &Conductor) -> Result<(), StoreError> {
-        let mut tx = self.db.write().await?;
-        tx.execute(
-            "UPDATE conductors SET online = 0 WHERE name = ?1 AND incarnation = ?2",
-            params![&me.name, &me.incarnation],
-        )
-        .await?;
-        tx.commit().await
-    }
-
-    /// Every instance that ever registered; alive if online and heard from within `lease`.
-    pub async fn conductors(&self, lease: Duration) -> Result<Vec<ConductorRow>, StoreError> {
-        let mut tx = self.db.read().await?;
-        let now = tx.now().await?;
-        let rows = tx
-            .query(
-                "SELECT name, conductor_group, hostname, started_at, heartbeat_at, online FROM conductors ORDER BY name",
-                &[],
-            )
-            .await?;
-        tx.commit().await?;
-        rows.iter()
-            .map(|r| {
-                Ok(ConductorRow {
-                    name: r.text(0)?,
-                    conductor_group: r.text(1)?,
-                    hostname: r.text(2)?,
-                    started_at: rfc3339(r.real(3)),
-                    heartbeat_at: rfc3339(r.real(4)),
-                    alive: r.bool(5) && r.real(4) > now - lease.as_secs_f64(),
-                })
-            })
-            .collect()
     }
 }
 

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use super::ProvisionState::*;
 use super::*;
+use crate::service::nodes::NodeSpec;
 
 const A: &str = "11111111-1111-4111-8111-111111111111";
 const B: &str = "22222222-2222-4222-8222-222222222222";
