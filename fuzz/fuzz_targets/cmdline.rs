@@ -5,8 +5,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use deploy_contract::hints::{DeviceFacts, DeviceKind, RootDeviceHints};
 use std::path::PathBuf;
-use target_agent::deploy::hints::{DeviceFacts, DeviceKind, RootDeviceHints};
 use target_agent::deploy::params::{Params, split_cmdline};
 
 fn device(name: &str, size_bytes: u64, text: &str) -> DeviceFacts {

@@ -8,7 +8,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use super::hints::RootDeviceHints;
+use deploy_contract::hints::RootDeviceHints;
 
 /// The legacy script's candidates when `disk=` is absent, in its order.
 pub const DEFAULT_DISKS: [&str; 4] = ["cciss/c0d0", "sda", "hda", "vda"];
@@ -311,8 +311,8 @@ fn prefix_mask(prefix: u32, client: Option<IpAddr>) -> Option<IpAddr> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::hints::SizeHint;
     use super::*;
+    use deploy_contract::hints::SizeHint;
     use proptest::prelude::*;
 
     fn ip(s: &str) -> Option<IpAddr> {

@@ -7,6 +7,10 @@
 //! ironic-python-agent) added oslo's operators (`>= 100`, `<in> foo`, `<or> a <or> b`). We accept
 //! both, with ironic-lib's meaning, so a hint copied from inspection data selects the same disk.
 //! Unlike the legacy script we also honour `name`, which it silently ignored.
+//!
+//! The conductor checks an operator's hints with [`RootDeviceHints::parse`] when it reads its nodes
+//! file, and the ramdisk parses them again from its kernel line with the same function: hints one
+//! side accepts are hints the other can match.
 
 use std::fmt;
 use std::path::PathBuf;

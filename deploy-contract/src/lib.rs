@@ -1,0 +1,14 @@
+//! The contract between the deploy ramdisk (`target-agent deploy`) and the
+//! conductor (`conductor-writer`), written once.
+//!
+//! Ironic's legacy iSCSI deploy is two programs that never share a process:
+//! the conductor writes the ramdisk's kernel command line, the ramdisk calls
+//! the conductor back over HTTP. Each rule they must agree on lives here and
+//! both depend on it, so one cannot write what the other does not read. None
+//! of it is RFC 7143: that is `iscsi-proto`'s.
+//!
+//! # Layout
+//!
+//! - [`hints`]: Ironic's root device hints: their syntax, parser and matcher.
+
+pub mod hints;
