@@ -10,5 +10,8 @@
 //! # Layout
 //!
 //! - [`hints`]: Ironic's root device hints: their syntax, parser and matcher.
+//! - [`kernel`]: the kernel command line: every parameter's name, and the deploy's
+//!   parameters as the conductor writes them and the ramdisk reads them.
 
 pub mod hints;
+pub mod kernel;

@@ -7,6 +7,7 @@
 //! key named instead of half-way through writing a disk.
 
 use deploy_contract::hints::RootDeviceHints;
+use deploy_contract::kernel::{BootMode, BootOption};
 use std::net::Ipv6Addr;
 use std::path::{Path, PathBuf};
 
@@ -184,8 +185,8 @@ fn check(s: &NodeSpec) -> Result<(), String> {
         &s.ephemeral_format,
         &["ext4", "ext3", "ext2", "vfat", "xfs"],
     )?;
-    one_of("boot_mode", &s.boot_mode, &["bios", "uefi"])?;
-    one_of("boot_option", &s.boot_option, &["local", "netboot"])?;
+    one_of("boot_mode", &s.boot_mode, &BootMode::ALL.map(BootMode::as_str))?;
+    one_of("boot_option", &s.boot_option, &BootOption::ALL.map(BootOption::as_str))?;
     if let Some(label) = &s.disk_label {
         one_of("disk_label", label, &["msdos", "gpt"])?;
     }

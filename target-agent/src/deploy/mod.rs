@@ -36,9 +36,10 @@ use crate::lu::{Identity, LogicalUnit};
 use crate::server;
 use crate::target::{Target, TargetOptions};
 use api::{Api, BootloaderInfo, DeployInfo, Retry, Trust};
+use deploy_contract::kernel::BootOption;
 use disks::HardwareRoot;
 use iscsi_proto::login::{Credentials, DeployRole, TargetAuth};
-use params::{BootOption, Params};
+use params::Params;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -128,11 +129,11 @@ impl Context {
     /// Tell the API about `error` (if it is known), and fail with it.
     async fn fail(&self, error: String) -> DeployFailure {
         warn!(%error, "deploy failed");
-        if let (Some(api), Some(node)) = (&self.api, &self.params.deployment_id) {
+        if let (Some(api), Some(node)) = (&self.api, &self.params.deploy.deployment_id) {
             let info = DeployInfo {
                 address: self.address.map(|a| a.to_string()).unwrap_or_default(),
-                key: self.params.deployment_key.clone().unwrap_or_default(),
-                iqn: self.params.iqn.clone().unwrap_or_default(),
+                key: self.params.deploy.deployment_key.clone().unwrap_or_default(),
+                iqn: self.params.deploy.iqn.clone().unwrap_or_default(),
                 error: error.clone(),
             };
             let (api, node) = (api.clone(), node.clone());
@@ -159,15 +160,15 @@ pub async fn run(options: &DeployOptions) -> Result<(), DeployFailure> {
         return Err(context.fail("the node has no address to report".into()).await);
     };
     let (id, key, iqn) = (
-        params.deployment_id.clone().unwrap_or_default(),
-        params.deployment_key.clone().unwrap_or_default(),
-        params.iqn.clone().unwrap_or_default(),
+        params.deploy.deployment_id.clone().unwrap_or_default(),
+        params.deploy.deployment_key.clone().unwrap_or_default(),
+        params.deploy.iqn.clone().unwrap_or_default(),
     );
 
     let disk = {
         let (hardware, hints, names, timeout) = (
             options.hardware.clone(),
-            params.root_device.clone(),
+            params.deploy.root_device.clone(),
             params.disks.clone(),
             options.disk_timeout,
         );
@@ -187,7 +188,7 @@ pub async fn run(options: &DeployOptions) -> Result<(), DeployFailure> {
         Ok(device) => Arc::new(device),
         Err(e) => return Err(context.fail(format!("cannot open {}: {e}", disk.display())).await),
     };
-    let chap = options.chap || params.chap;
+    let chap = options.chap || params.deploy.chap;
     let target = Arc::new(Target::new(
         target_options(&iqn, chap.then_some((id.as_str(), key.as_str()))),
         Arc::new(LogicalUnit::new(device.clone(), Identity::new(&iqn, 1))),
@@ -236,10 +237,10 @@ pub async fn run(options: &DeployOptions) -> Result<(), DeployFailure> {
         return Err(context.stop(e));
     }
 
-    if params.boot_option == BootOption::Local {
+    if params.deploy.boot_option == BootOption::Local {
         let request = bootloader::Request {
             disk: disk.clone(),
-            boot_mode: params.boot_mode,
+            boot_mode: params.deploy.boot_mode,
             mount_point: options.mount_point.clone(),
             sys_block: options.hardware.sys.join("block"),
         };
@@ -316,7 +317,7 @@ async fn prepare(options: &DeployOptions) -> Result<Context, DeployFailure> {
     } else {
         Trust::from_file(&options.ca_cert)
     };
-    let api = params.api_url.as_deref().and_then(|url| {
+    let api = params.deploy.api_url.as_deref().and_then(|url| {
         trust
             .and_then(|trust| Api::new(url, token, Duration::from_secs(30), options.retry.clone(), trust))
             .map_err(|e| warn!(error = %e, "the API cannot be called"))
@@ -369,7 +370,7 @@ fn vmedia_dir(options: &DeployOptions) -> Result<PathBuf, String> {
 /// Juno/Kilo conductors left `token-<deployment_id>` on the boot server;
 /// later ones made the callbacks public. Without one, go on.
 async fn fetch_token(params: &Params, port: u16) -> Option<String> {
-    let id = params.deployment_id.clone()?;
+    let id = params.deploy.deployment_id.clone()?;
     let server: IpAddr = params
         .ip
         .as_ref()
