@@ -12,6 +12,8 @@
 //! - [`hints`]: Ironic's root device hints: their syntax, parser and matcher.
 //! - [`kernel`]: the kernel command line: every parameter's name, and the deploy's
 //!   parameters as the conductor writes them and the ramdisk reads them.
+//! - [`callback`]: the JSON bodies of the ramdisk's callbacks to the API.
 
+pub mod callback;
 pub mod hints;
 pub mod kernel;

@@ -35,7 +35,8 @@ use crate::backend::{BlockDevice, FileDevice, FileOptions};
 use crate::lu::{Identity, LogicalUnit};
 use crate::server;
 use crate::target::{Target, TargetOptions};
-use api::{Api, BootloaderInfo, DeployInfo, Retry, Trust};
+use api::{Api, Retry, Trust};
+use deploy_contract::callback::{self, BootloaderInfo, DeployInfo};
 use deploy_contract::kernel::BootOption;
 use disks::HardwareRoot;
 use iscsi_proto::login::{Credentials, DeployRole, TargetAuth};
@@ -135,6 +136,7 @@ impl Context {
                 key: self.params.deploy.deployment_key.clone().unwrap_or_default(),
                 iqn: self.params.deploy.iqn.clone().unwrap_or_default(),
                 error: error.clone(),
+                port: None,
             };
             let (api, node) = (api.clone(), node.clone());
             match tokio::task::spawn_blocking(move || api.pass_deploy_info(&node, &info)).await {
@@ -218,6 +220,7 @@ pub async fn run(options: &DeployOptions) -> Result<(), DeployFailure> {
         key: key.clone(),
         iqn: iqn.clone(),
         error: String::new(),
+        port: None,
     };
     if let Some(api) = api.clone() {
         let node = id.clone();
@@ -248,8 +251,8 @@ pub async fn run(options: &DeployOptions) -> Result<(), DeployFailure> {
             .await
             .unwrap_or_else(|e| Err(format!("internal error: {e}")));
         let (status, error) = match &result {
-            Ok(()) => ("SUCCEEDED", String::new()),
-            Err(e) => ("FAILED", e.clone()),
+            Ok(()) => (callback::SUCCEEDED, String::new()),
+            Err(e) => (callback::FAILED, e.clone()),
         };
         info!(status, %error, "boot loader");
         if let Some(api) = api {
