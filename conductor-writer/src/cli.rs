@@ -7,6 +7,7 @@ use crate::source::{self, Checksum, FormatChoice, OpenOptions, Origin, Remote};
 use crate::url::{IscsiUrl, parse_portal};
 use crate::write::{Progress, Report, WriteOptions, verify_image, write_image};
 use anyhow::{Context, bail};
+use deploy_contract::chap::{DeployRole, for_deployment};
 use iscsi_proto::Lun;
 use iscsi_proto::discovery::{self, TargetRecord};
 use iscsi_proto::login::{Credentials, InitiatorConfig};
@@ -48,6 +49,18 @@ impl Login {
             config.prefs.data_digest = crc32c();
         }
         config
+    }
+
+    /// CHAP both ways with the credentials a ramdisk booted with `iscsi_chap=1` derives from the
+    /// same deployment: we prove ourselves as the initiator and require the ramdisk's target to
+    /// prove itself back.
+    pub fn set_deployment_chap(&mut self, deployment_id: &str, deployment_key: &str) {
+        let derived = |role| {
+            let chap = for_deployment(deployment_id, deployment_key, role);
+            Some(Credentials::new(chap.name, chap.secret))
+        };
+        self.chap = derived(DeployRole::Initiator);
+        self.mutual = derived(DeployRole::Target);
     }
 }
 

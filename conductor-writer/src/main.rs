@@ -11,7 +11,7 @@ use conductor_writer::service::{self, ServiceOptions};
 use conductor_writer::source::{Checksum, FormatChoice, OpenOptions, Origin};
 use conductor_writer::url::IscsiUrl;
 use conductor_writer::write::WriteOptions;
-use iscsi_proto::login::{Credentials, DeployRole};
+use iscsi_proto::login::Credentials;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -446,8 +446,7 @@ impl DeployArgs {
     fn login(&self) -> Login {
         let mut login = self.io.login.login();
         if let (Some(id), Some(key)) = (&self.deployment_id, &self.deployment_key) {
-            login.chap = Some(Credentials::for_deployment(id, key, DeployRole::Initiator));
-            login.mutual = Some(Credentials::for_deployment(id, key, DeployRole::Target));
+            login.set_deployment_chap(id, key);
         }
         login
     }

@@ -30,7 +30,8 @@ pub const ROOT_DEVICE: &str = "root_device";
 pub const BOOT_OPTION: &str = "boot_option";
 /// [`BootMode`].
 pub const BOOT_MODE: &str = "boot_mode";
-/// Ours: serve the disk only to the holder of CHAP credentials derived from the deployment.
+/// Ours: serve the disk only to the holder of CHAP credentials derived from the deployment
+/// ([`crate::chap`]).
 pub const ISCSI_CHAP: &str = "iscsi_chap";
 /// Candidate disk names when there are no root device hints.
 pub const DISK: &str = "disk";

@@ -13,7 +13,9 @@
 //! - [`kernel`]: the kernel command line: every parameter's name, and the deploy's
 //!   parameters as the conductor writes them and the ramdisk reads them.
 //! - [`callback`]: the JSON bodies of the ramdisk's callbacks to the API.
+//! - [`chap`]: CHAP credentials both ends derive from a deployment (`iscsi_chap=1`).
 
 pub mod callback;
+pub mod chap;
 pub mod hints;
 pub mod kernel;

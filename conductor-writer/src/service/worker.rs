@@ -27,7 +27,7 @@ use crate::initiator::SessionError;
 use crate::source::OpenOptions;
 use crate::url::{IscsiUrl, parse_portal};
 use crate::write::WriteOptions;
-use iscsi_proto::login::{Credentials, DeployRole, LoginError};
+use iscsi_proto::login::LoginError;
 use iscsi_proto::pdu::LoginStatus;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -306,16 +306,7 @@ impl Service {
         };
         let mut login = self.options.login.clone();
         if spec.chap {
-            login.chap = Some(Credentials::for_deployment(
-                &spec.uuid,
-                &spec.deploy_key,
-                DeployRole::Initiator,
-            ));
-            login.mutual = Some(Credentials::for_deployment(
-                &spec.uuid,
-                &spec.deploy_key,
-                DeployRole::Target,
-            ));
+            login.set_deployment_chap(&spec.uuid, &spec.deploy_key);
         }
         info!(node = %spec.uuid, %url, "deploying");
         let in_use_until = Instant::now() + IN_USE_WAIT;

@@ -87,48 +87,6 @@ impl Credentials {
     }
 }
 
-/// Which side of a deploy a set of derived credentials authenticates.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DeployRole {
-    /// The conductor's initiator, proving itself to the ramdisk's target.
-    Initiator,
-    /// The ramdisk's target, proving itself back (mutual CHAP).
-    Target,
-}
-
-impl Credentials {
-    /// CHAP credentials that both ends of a deploy derive from what they
-    /// already share: the node's deployment id (on the ramdisk's kernel
-    /// line and in the conductor's database) and its random deployment key.
-    ///
-    /// This is not part of RFC 7143; it lives here because it is the one
-    /// rule both programs must apply identically. The name is the
-    /// deployment id; the secret is 32 hex digits of SHA-256 over a label,
-    /// the role, the key and the id, so the two directions get different
-    /// secrets and the key itself never crosses the wire.
-    #[must_use]
-    pub fn for_deployment(deployment_id: &str, deployment_key: &str, role: DeployRole) -> Self {
-        let role_label: &[u8] = match role {
-            DeployRole::Initiator => b"initiator",
-            DeployRole::Target => b"target",
-        };
-        let digest = Sha256::new()
-            .chain_update(b"iscsi-deploy CHAP v1\0")
-            .chain_update(role_label)
-            .chain_update([0])
-            .chain_update(deployment_key.as_bytes())
-            .chain_update([0])
-            .chain_update(deployment_id.as_bytes())
-            .finalize();
-        let secret: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
-        let name = match role {
-            DeployRole::Initiator => deployment_id.to_owned(),
-            DeployRole::Target => format!("ramdisk-{deployment_id}"),
-        };
-        Self::new(name, secret.into_bytes())
-    }
-}
-
 impl fmt::Debug for Credentials {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Credentials")
@@ -141,26 +99,6 @@ impl fmt::Debug for Credentials {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn deployment_credentials_differ_by_role_key_and_id() {
-        let i = Credentials::for_deployment("node-1", "k".repeat(32).as_str(), DeployRole::Initiator);
-        let t = Credentials::for_deployment("node-1", "k".repeat(32).as_str(), DeployRole::Target);
-        assert_eq!(i.name, "node-1");
-        assert_eq!(t.name, "ramdisk-node-1");
-        assert_eq!(i.secret.len(), 32);
-        assert!(i.secret.iter().all(u8::is_ascii_hexdigit));
-        assert_ne!(i.secret, t.secret);
-        let other_key = Credentials::for_deployment("node-1", "j".repeat(32).as_str(), DeployRole::Initiator);
-        let other_id = Credentials::for_deployment("node-2", "k".repeat(32).as_str(), DeployRole::Initiator);
-        assert_ne!(i.secret, other_key.secret);
-        assert_ne!(i.secret, other_id.secret);
-        // Stable: both programs, and every version of them, must agree.
-        assert_eq!(
-            Credentials::for_deployment("a", "b", DeployRole::Initiator).secret,
-            b"4bada8570a19474c94eb4608b4737f8c"
-        );
-    }
 
     /// RFC 1321 and FIPS 180-2 test vectors, fed through the CHAP layout:
     /// identifier 'a', empty secret, challenge "bc" hashes "abc".

@@ -11,7 +11,7 @@ mod chap;
 mod initiator;
 mod target;
 
-pub use chap::{ChapAlgorithm, Credentials, DeployRole};
+pub use chap::{ChapAlgorithm, Credentials};
 pub use initiator::{InitiatorConfig, InitiatorLogin, InitiatorStep};
 pub use target::{TargetAuth, TargetConfig, TargetEntry, TargetLogin, TargetLoginParams, TargetStep, failure_response};
 
