@@ -44,7 +44,7 @@ struct LoginArgs {
     /// CHAP name (or put user%secret@ in the URL)...
     #[arg(long, requires = "chap_secret")]
     chap_user: Option<String>,
-    /// ...and secret.
+    /// ...and secret (at least 12 characters).
     #[arg(
         long,
         env = "CONDUCTOR_WRITER_CHAP_SECRET",
@@ -55,7 +55,7 @@ struct LoginArgs {
     /// Require the target to prove this name (mutual CHAP)...
     #[arg(long, requires = "mutual_chap_secret")]
     mutual_chap_user: Option<String>,
-    /// ...and secret.
+    /// ...and secret (at least 12 characters).
     #[arg(
         long,
         env = "CONDUCTOR_WRITER_MUTUAL_CHAP_SECRET",

@@ -70,11 +70,30 @@ impl ChapAlgorithm {
     }
 }
 
+/// The shortest CHAP secret either end uses, in bytes: 96 bits.
+///
+/// RFC 7143 9.2.1, on the exchange of 12.1.3: "A compliant implementation SHOULD NOT continue
+/// with the login step in which it should send a CHAP response (CHAP_R, Section 12.1.3) unless
+/// it can verify that the CHAP secret is at least 96 bits or that IPsec encryption is being used
+/// to protect the connection." Nothing here runs over IPsec, so both login machines hold every
+/// secret they use, to answer or to check an answer, to 96 bits ([`Credentials::check`]).
+pub const MIN_SECRET_LEN: usize = 12;
+
 /// A CHAP name and secret. The secret never appears in `Debug` output.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Credentials {
     pub name: String,
     pub secret: Vec<u8>,
+}
+
+/// Credentials whose secret is shorter than [`MIN_SECRET_LEN`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "the CHAP secret for {name:?} is {len} bytes; without IPsec RFC 7143 needs at least 12 (96 bits): use a longer secret"
+)]
+pub struct ShortSecret {
+    pub name: String,
+    pub len: usize,
 }
 
 impl Credentials {
@@ -84,6 +103,23 @@ impl Credentials {
             name: name.into(),
             secret: secret.into(),
         }
+    }
+
+    /// Whether these credentials may be used in a CHAP exchange (see [`MIN_SECRET_LEN`]). The
+    /// login machines call it before they use a secret; a program may call it earlier, to
+    /// refuse a configuration at start-up.
+    ///
+    /// # Errors
+    ///
+    /// [`ShortSecret`] when the secret is shorter than 96 bits.
+    pub fn check(&self) -> Result<(), ShortSecret> {
+        if self.secret.len() < MIN_SECRET_LEN {
+            return Err(ShortSecret {
+                name: self.name.clone(),
+                len: self.secret.len(),
+            });
+        }
+        Ok(())
     }
 }
 
@@ -114,6 +150,22 @@ mod tests {
         assert!(ChapAlgorithm::Md5.verify(b'a', b"", b"bc", &md5));
         assert!(!ChapAlgorithm::Md5.verify(b'a', b"x", b"bc", &md5));
         assert!(!ChapAlgorithm::Md5.verify(b'a', b"", b"bc", &md5[..15]));
+    }
+
+    #[test]
+    fn secrets_shorter_than_96_bits_are_refused() {
+        assert_eq!(Credentials::new("user", "secret-of-12").check(), Ok(()));
+        assert_eq!(Credentials::new("user", vec![0u8; 16]).check(), Ok(()));
+        let short = Credentials::new("user", "eleven-char").check().unwrap_err();
+        assert_eq!(
+            short,
+            ShortSecret {
+                name: "user".into(),
+                len: 11
+            }
+        );
+        assert!(short.to_string().contains("at least 12 (96 bits)"), "{short}");
+        assert!(Credentials::new("user", "").check().is_err());
     }
 
     #[test]
