@@ -17,11 +17,12 @@
 //!
 //! # Layout
 //!
-//! - [`params`]: the kernel command line and `parameters.txt`.
+//! - [`params`]: the kernel command line and `parameters.txt` (the deploy's
+//!   own parameters, the hints among them, are read by `deploy_contract`).
 //! - [`disks`]: block devices as sysfs and udev describe them; waiting for one.
 //! - [`net`]: the address the node reports.
 //! - [`tftp`]: the legacy auth token, fetched from the boot server.
-//! - [`api`]: the two vendor-passthru callbacks, retried.
+//! - [`api`]: the two vendor-passthru callbacks (bodies from `deploy_contract`), retried.
 //! - [`bootloader`]: GRUB installed into the deployed root, as the legacy script did.
 
 pub mod api;
