@@ -6,6 +6,7 @@ use crate::disk::Disk;
 use crate::initiator::{Recovery, Session};
 use crate::url::{IscsiUrl, parse_portal};
 use anyhow::Context;
+use deploy_contract::chap::{DeployRole, for_deployment};
 use iscsi_proto::Lun;
 use iscsi_proto::login::{Credentials, InitiatorConfig};
 use iscsi_proto::pdu::Isid;
@@ -43,6 +44,18 @@ impl Login {
             config.prefs.data_digest = crc32c();
         }
         config
+    }
+
+    /// CHAP both ways with the credentials a ramdisk booted with `iscsi_chap=1` derives from the
+    /// same deployment: we prove ourselves as the initiator and require the ramdisk's target to
+    /// prove itself back.
+    pub fn set_deployment_chap(&mut self, deployment_id: &str, deployment_key: &str) {
+        let derived = |role| {
+            let chap = for_deployment(deployment_id, deployment_key, role);
+            Some(Credentials::new(chap.name, chap.secret))
+        };
+        self.chap = derived(DeployRole::Initiator);
+        self.mutual = derived(DeployRole::Target);
     }
 }
 

@@ -3,7 +3,10 @@
 //! A userspace iSCSI initiator that partitions a node's disk, writes the
 //! image at the wire's speed and tells the ramdisk it is `done`; also a tool
 //! for one-off network imaging. Every rule of RFC 7143 lives in
-//! [`iscsi_proto`]; this crate owns sockets, files, tasks and the command line.
+//! [`iscsi_proto`], and what the conductor must agree on with the ramdisk
+//! (kernel parameters, root device hints, callback bodies, CHAP derived from
+//! a deployment) in [`deploy_contract`]; this crate owns sockets, files,
+//! tasks and the command line.
 //!
 //! # Layout
 //!

@@ -5,9 +5,10 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use deploy_contract::hints::{DeviceFacts, DeviceKind, RootDeviceHints};
 use std::path::PathBuf;
-use target_agent::deploy::hints::{DeviceFacts, DeviceKind, RootDeviceHints};
-use target_agent::deploy::params::{Params, split_cmdline};
+use deploy_contract::kernel::split_cmdline;
+use target_agent::deploy::params::Params;
 
 fn device(name: &str, size_bytes: u64, text: &str) -> DeviceFacts {
     DeviceFacts {
@@ -32,7 +33,7 @@ fuzz_target!(|data: &[u8]| {
     }
     let mut params = Params::parse(&text);
     let _ = params.missing();
-    if let Some(id) = &params.deployment_id {
+    if let Some(id) = &params.deploy.deployment_id {
         assert!(text.contains(id.as_str()) || text.contains('"'));
     }
     params.merge_vmedia(&text);

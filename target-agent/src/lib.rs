@@ -2,8 +2,11 @@
 //!
 //! It exposes the node's install disk over iSCSI so that the conductor can
 //! write the image, then (in `deploy`) waits for the conductor's `done` on
-//! TCP port 10000. Every rule of RFC 7143 lives in [`iscsi_proto`]; this
-//! crate owns sockets, files, tasks and the command line.
+//! TCP port 10000. Every rule of RFC 7143 lives in [`iscsi_proto`], and what
+//! the ramdisk must agree on with the conductor (kernel parameters, root
+//! device hints, callback bodies, CHAP derived from a deployment) in
+//! [`deploy_contract`]; this crate owns sockets, files, tasks and the
+//! command line.
 //!
 //! # Layout
 //!

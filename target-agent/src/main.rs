@@ -119,7 +119,7 @@ struct ServeArgs {
     /// The target's own name for mutual CHAP...
     #[arg(long, requires_all = ["mutual_chap_secret", "chap_user"])]
     mutual_chap_user: Option<String>,
-    /// ...and its secret.
+    /// ...and its secret (at least 12 characters).
     #[arg(
         long,
         env = "TARGET_AGENT_MUTUAL_CHAP_SECRET",
@@ -156,13 +156,10 @@ struct ServeArgs {
 fn credentials(name: Option<String>, secret: Option<String>) -> anyhow::Result<Option<Credentials>> {
     match (name, secret) {
         (Some(name), Some(secret)) => {
-            // RFC 7143 12.1.3 wants 96-bit secrets when there is no IPsec.
-            anyhow::ensure!(
-                secret.len() >= 12,
-                "CHAP secrets must be at least 12 characters (got {})",
-                secret.len()
-            );
-            Ok(Some(Credentials::new(name, secret)))
+            // The login machine would refuse it at each login; say so at start-up instead.
+            let credentials = Credentials::new(name, secret);
+            credentials.check()?;
+            Ok(Some(credentials))
         }
         _ => Ok(None),
     }

@@ -13,7 +13,7 @@ use crate::source::{Checksum, FormatChoice, OpenOptions, Origin};
 use crate::url::IscsiUrl;
 use crate::write::WriteOptions;
 use clap::{Parser, Subcommand, ValueEnum};
-use iscsi_proto::login::{Credentials, DeployRole};
+use iscsi_proto::login::Credentials;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -46,7 +46,7 @@ pub(crate) struct LoginArgs {
     /// CHAP name (or put user%secret@ in the URL)...
     #[arg(long, requires = "chap_secret")]
     pub(crate) chap_user: Option<String>,
-    /// ...and secret.
+    /// ...and secret (at least 12 characters).
     #[arg(
         long,
         env = "CONDUCTOR_WRITER_CHAP_SECRET",
@@ -57,7 +57,7 @@ pub(crate) struct LoginArgs {
     /// Require the target to prove this name (mutual CHAP)...
     #[arg(long, requires = "mutual_chap_secret")]
     pub(crate) mutual_chap_user: Option<String>,
-    /// ...and secret.
+    /// ...and secret (at least 12 characters).
     #[arg(
         long,
         env = "CONDUCTOR_WRITER_MUTUAL_CHAP_SECRET",
@@ -448,8 +448,7 @@ impl DeployArgs {
     pub(crate) fn login(&self) -> Login {
         let mut login = self.io.login.login();
         if let (Some(id), Some(key)) = (&self.deployment_id, &self.deployment_key) {
-            login.chap = Some(Credentials::for_deployment(id, key, DeployRole::Initiator));
-            login.mutual = Some(Credentials::for_deployment(id, key, DeployRole::Target));
+            login.set_deployment_chap(id, key);
         }
         login
     }

@@ -195,7 +195,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 .iter()
                 .find(|s| s.uuid.eq_ignore_ascii_case(&node) || s.name.as_deref() == Some(node.as_str()))
                 .with_context(|| format!("no node {node} in {}", nodes.display()))?;
-            print!("{}", service::client::pxe_config(spec, &api_url, &kernel, &ramdisk));
+            print!("{}", service::client::pxe_config(spec, &api_url, &kernel, &ramdisk)?);
         }
         Command::Status {
             url,

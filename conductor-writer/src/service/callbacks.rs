@@ -1,7 +1,8 @@
 //! The ramdisk's two callbacks, `pass_deploy_info` and
 //! `pass_bootloader_install_info`, checked as the legacy Ironic conductor
 //! checked them: the deploy key first, then the rest of the body, then the
-//! node's state.
+//! node's state. The bodies are [`deploy_contract::callback`]'s, the types
+//! the ramdisk sends.
 //!
 //! The callbacks are public (a ramdisk has no API credentials): the key is
 //! what authenticates them. A caller without the right key learns nothing
@@ -12,6 +13,9 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use deploy_contract::callback::{
+    BootloaderInfo, DeployInfo, FAILED, PASS_BOOTLOADER_INSTALL_INFO, PASS_DEPLOY_INFO, SUCCEEDED,
+};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -21,29 +25,6 @@ use super::metrics::Rejection;
 use super::nodes::NodeSpec;
 use super::store::{ConfigDriveChange, ProvisionState, StoreError, Work};
 use super::{RequestError, Service};
-
-/// `pass_deploy_info`'s body, once its key is proven.
-#[derive(Debug, Clone, serde::Deserialize)]
-pub struct DeployCallback {
-    pub address: String,
-    #[serde(default)]
-    pub iqn: Option<String>,
-    #[serde(default)]
-    pub error: Option<String>,
-    #[serde(default)]
-    pub port: Option<Value>,
-    #[serde(default)]
-    pub lun: Option<Value>,
-}
-
-/// `pass_bootloader_install_info`'s body, once its key is proven.
-#[derive(Debug, Clone, serde::Deserialize)]
-pub struct BootloaderCallback {
-    pub address: String,
-    pub status: String,
-    #[serde(default)]
-    pub error: Option<String>,
-}
 
 /// Whether `given` is `expected`, in time that depends on neither: both are
 /// hashed first, so even their lengths stay hidden.
@@ -157,11 +138,11 @@ impl Service {
         peer: SocketAddr,
         body: &[u8],
     ) -> Result<(), RequestError> {
-        let method = "pass_deploy_info";
-        let (spec, body): (_, DeployCallback) = self.authenticate_callback(method, node, peer, body).await?;
+        let method = PASS_DEPLOY_INFO;
+        let (spec, body): (_, DeployInfo) = self.authenticate_callback(method, node, peer, body).await?;
         let expected = ProvisionState::WaitCallBack.as_str();
-        if let Some(error) = body.error.as_deref().filter(|e| !e.is_empty()) {
-            let error = format!("Error returned from deploy ramdisk: {error}");
+        if !body.error.is_empty() {
+            let error = format!("Error returned from deploy ramdisk: {}", body.error);
             return match self
                 .store
                 .transition_if(
@@ -182,13 +163,8 @@ impl Service {
                 Err(e) => Err(e.into()),
             };
         }
-        let iqn = body.iqn.clone().filter(|i| !i.is_empty()).unwrap_or_else(|| spec.iqn());
-        let port = body
-            .port
-            .as_ref()
-            .and_then(|p| p.as_u64().or_else(|| p.as_str().and_then(|s| s.parse().ok())))
-            .and_then(|p| u16::try_from(p).ok())
-            .unwrap_or(3260);
+        let iqn = Some(body.iqn).filter(|i| !i.is_empty()).unwrap_or_else(|| spec.iqn());
+        let port = body.port.unwrap_or(3260);
         let detail = format!("callback from {} ({peer}): {iqn} at port {port}", body.address);
         let work = Work::Write {
             address: body.address,
@@ -207,15 +183,14 @@ impl Service {
         peer: SocketAddr,
         body: &[u8],
     ) -> Result<(), RequestError> {
-        let method = "pass_bootloader_install_info";
-        let (spec, body): (_, BootloaderCallback) = self.authenticate_callback(method, node, peer, body).await?;
+        let method = PASS_BOOTLOADER_INSTALL_INFO;
+        let (spec, body): (_, BootloaderInfo) = self.authenticate_callback(method, node, peer, body).await?;
         let expected = "wait call-back (for the boot loader)";
         let failed = match body.status.as_str() {
-            "SUCCEEDED" => None,
-            "FAILED" => Some(format!(
+            SUCCEEDED => None,
+            FAILED => Some(format!(
                 "Failed to install a bootloader when deploying node {}. Error: {}",
-                spec.uuid,
-                body.error.unwrap_or_default()
+                spec.uuid, body.error
             )),
             other => Some(format!("unknown boot loader status {other:?}")),
         };

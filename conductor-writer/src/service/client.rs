@@ -2,42 +2,47 @@
 //! a node's ramdisk (`pxe-config`), and the state of every node (`status`).
 
 use super::nodes::NodeSpec;
+use deploy_contract::hints::RootDeviceHints;
+use deploy_contract::kernel::{self, BootMode, BootOption, DeployParams};
 use serde_json::Value;
 use std::fmt::Write as _;
 
-/// The kernel parameters the ramdisk needs to deploy `spec` and call back
-/// `api_url`: the legacy set, plus `iscsi_chap=1` when the node wants CHAP.
-#[must_use]
-pub fn kernel_parameters(spec: &NodeSpec, api_url: &str) -> String {
-    let mut line = format!(
-        "deployment_id={} deployment_key={} iscsi_target_iqn={} ironic_api_url={} boot_option={} boot_mode={}",
-        spec.uuid,
-        spec.deploy_key,
-        spec.iqn(),
-        api_url.trim_end_matches('/'),
-        spec.boot_option,
-        spec.boot_mode
-    );
-    if let Some(hints) = &spec.root_device {
-        let _ = write!(line, " root_device={hints}");
-    }
-    if spec.chap {
-        line.push_str(" iscsi_chap=1");
-    }
-    line
+/// The kernel parameters the ramdisk needs to deploy `spec` and call back `api_url`: the legacy
+/// set, plus `iscsi_chap=1` when the node wants CHAP, written by the crate the ramdisk reads
+/// them with.
+pub fn kernel_parameters(spec: &NodeSpec, api_url: &str) -> anyhow::Result<String> {
+    let node = &spec.uuid;
+    let params = DeployParams {
+        deployment_id: Some(spec.uuid.clone()),
+        deployment_key: Some(spec.deploy_key.clone()),
+        iqn: Some(spec.iqn()),
+        api_url: Some(api_url.trim_end_matches('/').to_owned()),
+        root_device: spec
+            .root_device
+            .as_deref()
+            .map(RootDeviceHints::parse)
+            .transpose()
+            .map_err(|e| anyhow::anyhow!("node {node}: {e}"))?,
+        boot_option: BootOption::parse(&spec.boot_option)
+            .ok_or_else(|| anyhow::anyhow!("node {node}: boot_option {:?}", spec.boot_option))?,
+        boot_mode: BootMode::parse(&spec.boot_mode)
+            .ok_or_else(|| anyhow::anyhow!("node {node}: boot_mode {:?}", spec.boot_mode))?,
+        chap: spec.chap,
+    };
+    Ok(params.to_string())
 }
 
 /// The kernel line, then a pxelinux and an iPXE configuration booting it.
-#[must_use]
-pub fn pxe_config(spec: &NodeSpec, api_url: &str, kernel: &str, ramdisk: &str) -> String {
-    let params = kernel_parameters(spec, api_url);
-    format!(
+pub fn pxe_config(spec: &NodeSpec, api_url: &str, kernel: &str, ramdisk: &str) -> anyhow::Result<String> {
+    let params = kernel_parameters(spec, api_url)?;
+    Ok(format!(
         "# kernel parameters for node {uuid}\n{params}\n\n\
-         # pxelinux.cfg/01-<mac of the node>  (IPAPPEND 2 adds BOOTIF)\n\
+         # pxelinux.cfg/01-<mac of the node>  (IPAPPEND 2 adds {bootif})\n\
          default deploy\nlabel deploy\n    kernel {kernel}\n    append initrd={ramdisk} {params}\n    ipappend 2\n\n\
-         # iPXE\n#!ipxe\nkernel {kernel} {params} BOOTIF=01-${{net0/mac:hexhyp}}\ninitrd {ramdisk}\nboot\n",
-        uuid = spec.uuid
-    )
+         # iPXE\n#!ipxe\nkernel {kernel} {params} {bootif}=01-${{net0/mac:hexhyp}}\ninitrd {ramdisk}\nboot\n",
+        uuid = spec.uuid,
+        bootif = kernel::BOOTIF,
+    ))
 }
 
 /// The URL the ramdisk calls back: `given`, else this host's default, `https` when the
@@ -142,14 +147,14 @@ mod tests {
 
     #[test]
     fn the_kernel_line_carries_every_legacy_parameter() {
-        let line = kernel_parameters(&spec(), "http://10.0.0.1:6385/");
+        let line = kernel_parameters(&spec(), "http://10.0.0.1:6385/").unwrap();
         assert_eq!(
             line,
             "deployment_id=1be26c0b-03f2-4d2d-ae87-c02d7f33c123 deployment_key=k3y-k3y-k3y \
              iscsi_target_iqn=iqn.2008-10.org.openstack:1be26c0b-03f2-4d2d-ae87-c02d7f33c123 \
              ironic_api_url=http://10.0.0.1:6385 boot_option=local boot_mode=bios root_device=serial=S1 iscsi_chap=1"
         );
-        let config = pxe_config(&spec(), "http://10.0.0.1:6385", "k", "r.cpio.gz");
+        let config = pxe_config(&spec(), "http://10.0.0.1:6385", "k", "r.cpio.gz").unwrap();
         assert!(config.contains("append initrd=r.cpio.gz deployment_id="), "{config}");
         assert!(config.contains("ipappend 2"), "{config}");
         assert!(config.contains("BOOTIF=01-${net0/mac:hexhyp}"), "{config}");

@@ -23,7 +23,7 @@ use crate::deploy::{self as deployer, DeployOptions, DeployReport};
 use crate::initiator::SessionError;
 use crate::source::OpenOptions;
 use crate::url::{IscsiUrl, parse_portal};
-use iscsi_proto::login::{Credentials, DeployRole, LoginError};
+use iscsi_proto::login::LoginError;
 use iscsi_proto::pdu::LoginStatus;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -310,16 +310,7 @@ impl Service {
         };
         let mut login = self.options.login.clone();
         if spec.chap {
-            login.chap = Some(Credentials::for_deployment(
-                &spec.uuid,
-                &spec.deploy_key,
-                DeployRole::Initiator,
-            ));
-            login.mutual = Some(Credentials::for_deployment(
-                &spec.uuid,
-                &spec.deploy_key,
-                DeployRole::Target,
-            ));
+            login.set_deployment_chap(&spec.uuid, &spec.deploy_key);
         }
         info!(node = %spec.uuid, %url, "deploying");
         let in_use_until = Instant::now() + IN_USE_WAIT;

@@ -70,11 +70,30 @@ impl ChapAlgorithm {
     }
 }
 
+/// The shortest CHAP secret either end uses, in bytes: 96 bits.
+///
+/// RFC 7143 9.2.1, on the exchange of 12.1.3: "A compliant implementation SHOULD NOT continue
+/// with the login step in which it should send a CHAP response (CHAP_R, Section 12.1.3) unless
+/// it can verify that the CHAP secret is at least 96 bits or that IPsec encryption is being used
+/// to protect the connection." Nothing here runs over IPsec, so both login machines hold every
+/// secret they use, to answer or to check an answer, to 96 bits ([`Credentials::check`]).
+pub const MIN_SECRET_LEN: usize = 12;
+
 /// A CHAP name and secret. The secret never appears in `Debug` output.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Credentials {
     pub name: String,
     pub secret: Vec<u8>,
+}
+
+/// Credentials whose secret is shorter than [`MIN_SECRET_LEN`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "the CHAP secret for {name:?} is {len} bytes; without IPsec RFC 7143 needs at least 12 (96 bits): use a longer secret"
+)]
+pub struct ShortSecret {
+    pub name: String,
+    pub len: usize,
 }
 
 impl Credentials {
@@ -85,47 +104,22 @@ impl Credentials {
             secret: secret.into(),
         }
     }
-}
 
-/// Which side of a deploy a set of derived credentials authenticates.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DeployRole {
-    /// The conductor's initiator, proving itself to the ramdisk's target.
-    Initiator,
-    /// The ramdisk's target, proving itself back (mutual CHAP).
-    Target,
-}
-
-impl Credentials {
-    /// CHAP credentials that both ends of a deploy derive from what they
-    /// already share: the node's deployment id (on the ramdisk's kernel
-    /// line and in the conductor's database) and its random deployment key.
+    /// Whether these credentials may be used in a CHAP exchange (see [`MIN_SECRET_LEN`]). The
+    /// login machines call it before they use a secret; a program may call it earlier, to
+    /// refuse a configuration at start-up.
     ///
-    /// This is not part of RFC 7143; it lives here because it is the one
-    /// rule both programs must apply identically. The name is the
-    /// deployment id; the secret is 32 hex digits of SHA-256 over a label,
-    /// the role, the key and the id, so the two directions get different
-    /// secrets and the key itself never crosses the wire.
-    #[must_use]
-    pub fn for_deployment(deployment_id: &str, deployment_key: &str, role: DeployRole) -> Self {
-        let role_label: &[u8] = match role {
-            DeployRole::Initiator => b"initiator",
-            DeployRole::Target => b"target",
-        };
-        let digest = Sha256::new()
-            .chain_update(b"iscsi-deploy CHAP v1\0")
-            .chain_update(role_label)
-            .chain_update([0])
-            .chain_update(deployment_key.as_bytes())
-            .chain_update([0])
-            .chain_update(deployment_id.as_bytes())
-            .finalize();
-        let secret: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
-        let name = match role {
-            DeployRole::Initiator => deployment_id.to_owned(),
-            DeployRole::Target => format!("ramdisk-{deployment_id}"),
-        };
-        Self::new(name, secret.into_bytes())
+    /// # Errors
+    ///
+    /// [`ShortSecret`] when the secret is shorter than 96 bits.
+    pub fn check(&self) -> Result<(), ShortSecret> {
+        if self.secret.len() < MIN_SECRET_LEN {
+            return Err(ShortSecret {
+                name: self.name.clone(),
+                len: self.secret.len(),
+            });
+        }
+        Ok(())
     }
 }
 
@@ -142,26 +136,6 @@ impl fmt::Debug for Credentials {
 mod tests {
     use super::*;
 
-    #[test]
-    fn deployment_credentials_differ_by_role_key_and_id() {
-        let i = Credentials::for_deployment("node-1", "k".repeat(32).as_str(), DeployRole::Initiator);
-        let t = Credentials::for_deployment("node-1", "k".repeat(32).as_str(), DeployRole::Target);
-        assert_eq!(i.name, "node-1");
-        assert_eq!(t.name, "ramdisk-node-1");
-        assert_eq!(i.secret.len(), 32);
-        assert!(i.secret.iter().all(u8::is_ascii_hexdigit));
-        assert_ne!(i.secret, t.secret);
-        let other_key = Credentials::for_deployment("node-1", "j".repeat(32).as_str(), DeployRole::Initiator);
-        let other_id = Credentials::for_deployment("node-2", "k".repeat(32).as_str(), DeployRole::Initiator);
-        assert_ne!(i.secret, other_key.secret);
-        assert_ne!(i.secret, other_id.secret);
-        // Stable: both programs, and every version of them, must agree.
-        assert_eq!(
-            Credentials::for_deployment("a", "b", DeployRole::Initiator).secret,
-            b"4bada8570a19474c94eb4608b4737f8c"
-        );
-    }
-
     /// RFC 1321 and FIPS 180-2 test vectors, fed through the CHAP layout:
     /// identifier 'a', empty secret, challenge "bc" hashes "abc".
     #[test]
@@ -176,6 +150,22 @@ mod tests {
         assert!(ChapAlgorithm::Md5.verify(b'a', b"", b"bc", &md5));
         assert!(!ChapAlgorithm::Md5.verify(b'a', b"x", b"bc", &md5));
         assert!(!ChapAlgorithm::Md5.verify(b'a', b"", b"bc", &md5[..15]));
+    }
+
+    #[test]
+    fn secrets_shorter_than_96_bits_are_refused() {
+        assert_eq!(Credentials::new("user", "secret-of-12").check(), Ok(()));
+        assert_eq!(Credentials::new("user", vec![0u8; 16]).check(), Ok(()));
+        let short = Credentials::new("user", "eleven-char").check().unwrap_err();
+        assert_eq!(
+            short,
+            ShortSecret {
+                name: "user".into(),
+                len: 11
+            }
+        );
+        assert!(short.to_string().contains("at least 12 (96 bits)"), "{short}");
+        assert!(Credentials::new("user", "").check().is_err());
     }
 
     #[test]

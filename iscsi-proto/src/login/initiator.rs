@@ -254,6 +254,11 @@ impl InitiatorLogin {
                     .chap
                     .as_ref()
                     .ok_or(LoginError::Authentication("no CHAP credentials"))?;
+                // Neither our answer nor the target's may rest on a short secret.
+                creds.check()?;
+                if let Some(mutual) = &self.config.mutual {
+                    mutual.check()?;
+                }
                 let response = algorithm.response(id, &creds.secret, &challenge);
                 replies.push(Pair::new("CHAP_N", creds.name.clone()));
                 replies.push(Pair::new("CHAP_R", text::encode_binary(&response)));

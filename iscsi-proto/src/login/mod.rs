@@ -11,7 +11,7 @@ mod chap;
 mod initiator;
 mod target;
 
-pub use chap::{ChapAlgorithm, Credentials, DeployRole};
+pub use chap::{ChapAlgorithm, Credentials, MIN_SECRET_LEN, ShortSecret};
 pub use initiator::{InitiatorConfig, InitiatorLogin, InitiatorStep};
 pub use target::{TargetAuth, TargetConfig, TargetEntry, TargetLogin, TargetLoginParams, TargetStep, refuse};
 
@@ -38,6 +38,9 @@ pub enum LoginError {
     SessionTypeNotSupported(String),
     #[error("authentication failed: {0}")]
     Authentication(&'static str),
+    /// One of our own CHAP secrets is too short to use (RFC 7143 9.2.1).
+    #[error(transparent)]
+    ShortSecret(#[from] ShortSecret),
     #[error("unsupported iSCSI version range {min:#04x}..={max:#04x}")]
     UnsupportedVersion { min: u8, max: u8 },
     #[error("invalid login request: {0}")]
@@ -72,6 +75,8 @@ impl LoginError {
             Self::TargetNotFound(_) => LoginStatus::NOT_FOUND,
             Self::SessionTypeNotSupported(_) => LoginStatus::SESSION_TYPE_NOT_SUPPORTED,
             Self::Authentication(_) => LoginStatus::AUTHENTICATION_FAILURE,
+            // The target's own configuration is at fault, not the initiator.
+            Self::ShortSecret(_) => LoginStatus::TARGET_ERROR,
             Self::UnsupportedVersion { .. } => LoginStatus::UNSUPPORTED_VERSION,
             Self::SessionDoesNotExist(_) => LoginStatus::SESSION_DOES_NOT_EXIST,
             Self::OutOfResources(_) => LoginStatus::OUT_OF_RESOURCES,

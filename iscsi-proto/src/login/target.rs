@@ -352,6 +352,11 @@ impl TargetLogin {
                 .filter_map(ChapAlgorithm::from_code)
                 .find(|a| self.config.chap_algorithms.contains(a))
                 .ok_or(LoginError::Authentication("no common CHAP algorithm"))?;
+            // Neither the initiator's answer nor ours may rest on a short secret.
+            let auth = self.auth_config();
+            for creds in auth.chap.iter().chain(&auth.mutual) {
+                creds.check()?;
+            }
             let id = self.params.nonce[0];
             let challenge = self.params.nonce[16..16 + algorithm.digest_len()].to_vec();
             replies.push(Pair::new("CHAP_A", algorithm.code().to_string()));

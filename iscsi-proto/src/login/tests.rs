@@ -220,6 +220,31 @@ fn mutual_chap_unconfigured_on_the_target_fails() {
 }
 
 #[test]
+fn a_short_secret_is_refused_by_either_end() {
+    // The initiator will not answer with an 11-byte secret, nor check the target's answer with one.
+    for (chap, mutual) in [("initiator-1", None), ("initiator-secret", Some("target-sec1"))] {
+        let mut init = initiator_config(Some(TARGET));
+        init.chap = Some(Credentials::new("conductor", chap));
+        init.mutual = mutual.map(|m| Credentials::new("disk-target", m));
+        let ends = login(init, chap_target(mutual.is_some()));
+        assert!(
+            matches!(&ends.initiator, Err(LoginError::ShortSecret(s)) if s.len == 11),
+            "{ends:?}"
+        );
+    }
+    // The target will not check an initiator's answer against one, nor answer with one.
+    for (chap, mutual) in [("initiator-1", None), ("initiator-secret", Some("target-sec1"))] {
+        let short = target_config(TargetAuth {
+            chap: Some(Credentials::new("conductor", chap)),
+            mutual: mutual.map(|m| Credentials::new("disk-target", m)),
+        });
+        let mut init = initiator_config(Some(TARGET));
+        init.chap = Some(Credentials::new("conductor", "initiator-secret"));
+        refused_with(&login(init, short), LoginStatus::TARGET_ERROR);
+    }
+}
+
+#[test]
 fn unknown_target_is_not_found() {
     let ends = login(
         initiator_config(Some("iqn.2024-01.test:other")),

@@ -2,8 +2,9 @@
 //!
 //! `pass_deploy_info` tells the conductor where the disk is served, and
 //! `pass_bootloader_install_info` how the boot loader went. Both are plain
-//! JSON POSTs to `vendor_passthru`, byte-compatible with the legacy ramdisk's
-//! `curl` calls, so any Ironic from Juno to Wallaby accepts them.
+//! JSON POSTs to `vendor_passthru` whose bodies ([`deploy_contract::callback`],
+//! shared with the conductor's service) are byte-compatible with the legacy
+//! ramdisk's `curl` calls, so any Ironic from Juno to Wallaby accepts them.
 //!
 //! The API may be briefly down (a restarting API service, a flapping link)
 //! while the conductor still waits, so connection errors, timeouts and 5xx
@@ -16,29 +17,10 @@
 //! proxies are ignored (the API sits on the provisioning network) and
 //! redirects are not followed.
 
+use deploy_contract::callback::{BootloaderInfo, DeployInfo, PASS_BOOTLOADER_INSTALL_INFO, PASS_DEPLOY_INFO};
 use serde::Serialize;
 use std::io::Read;
 use std::time::Duration;
-
-/// The body of `pass_deploy_info`.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct DeployInfo {
-    pub address: String,
-    pub key: String,
-    pub iqn: String,
-    /// Empty on success; a non-empty error fails the deploy.
-    pub error: String,
-}
-
-/// The body of `pass_bootloader_install_info`.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct BootloaderInfo {
-    pub address: String,
-    /// `"SUCCEEDED"` or `"FAILED"`.
-    pub status: String,
-    pub key: String,
-    pub error: String,
-}
 
 /// How often and how patiently a callback is tried.
 #[derive(Debug, Clone)]
@@ -199,11 +181,11 @@ impl Api {
     }
 
     pub fn pass_deploy_info(&self, node: &str, info: &DeployInfo) -> Result<u16, ApiError> {
-        self.post(node, "pass_deploy_info", info)
+        self.post(node, PASS_DEPLOY_INFO, info)
     }
 
     pub fn pass_bootloader_install_info(&self, node: &str, info: &BootloaderInfo) -> Result<u16, ApiError> {
-        self.post(node, "pass_bootloader_install_info", info)
+        self.post(node, PASS_BOOTLOADER_INSTALL_INFO, info)
     }
 
     /// POST `body` as JSON; Ok(status) for any 2xx.
@@ -423,6 +405,7 @@ mod tests {
             key: "k3y".into(),
             iqn: "iqn.2008-10.org.openstack:n1".into(),
             error: "".into(),
+            port: None,
         }
     }
 

@@ -11,7 +11,7 @@
 //! `umount`, `chroot`: util-linux, coreutils or busybox): they are what a
 //! distribution's GRUB expects to find mounted.
 
-use super::params::BootMode;
+use deploy_contract::kernel::BootMode;
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::Command;

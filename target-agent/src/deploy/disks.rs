@@ -14,7 +14,7 @@ use std::path::{Component, Path, PathBuf};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::hints::{DeviceFacts, DeviceKind, RootDeviceHints};
+use deploy_contract::hints::{DeviceFacts, DeviceKind, RootDeviceHints};
 
 /// Where hardware is described; tests point it at a prepared tree.
 #[derive(Debug, Clone)]

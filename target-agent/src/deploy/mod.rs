@@ -17,18 +17,17 @@
 //!
 //! # Layout
 //!
-//! - [`params`]: the kernel command line and `parameters.txt`.
-//! - [`hints`]: Ironic's root device hints and how a device matches them.
+//! - [`params`]: the kernel command line and `parameters.txt` (the deploy's
+//!   own parameters, the hints among them, are read by `deploy_contract`).
 //! - [`disks`]: block devices as sysfs and udev describe them; waiting for one.
 //! - [`net`]: the address the node reports.
 //! - [`tftp`]: the legacy auth token, fetched from the boot server.
-//! - [`api`]: the two vendor-passthru callbacks, retried.
+//! - [`api`]: the two vendor-passthru callbacks (bodies from `deploy_contract`), retried.
 //! - [`bootloader`]: GRUB installed into the deployed root, as the legacy script did.
 
 pub mod api;
 pub mod bootloader;
 pub mod disks;
-pub mod hints;
 pub mod net;
 pub mod params;
 pub mod tftp;
@@ -37,10 +36,13 @@ use crate::backend::{BlockDevice, FileDevice, FileOptions};
 use crate::lu::{Identity, LogicalUnit};
 use crate::server;
 use crate::target::{Target, TargetOptions};
-use api::{Api, BootloaderInfo, DeployInfo, Retry, Trust};
+use api::{Api, Retry, Trust};
+use deploy_contract::callback::{self, BootloaderInfo, DeployInfo};
+use deploy_contract::chap::{DeployRole, for_deployment};
+use deploy_contract::kernel::BootOption;
 use disks::HardwareRoot;
-use iscsi_proto::login::{Credentials, DeployRole, TargetAuth};
-use params::{BootOption, Params};
+use iscsi_proto::login::{Credentials, TargetAuth};
+use params::Params;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -130,12 +132,13 @@ impl Context {
     /// Tell the API about `error` (if it is known), and fail with it.
     async fn fail(&self, error: String) -> DeployFailure {
         warn!(%error, "deploy failed");
-        if let (Some(api), Some(node)) = (&self.api, &self.params.deployment_id) {
+        if let (Some(api), Some(node)) = (&self.api, &self.params.deploy.deployment_id) {
             let info = DeployInfo {
                 address: self.address.map(|a| a.to_string()).unwrap_or_default(),
-                key: self.params.deployment_key.clone().unwrap_or_default(),
-                iqn: self.params.iqn.clone().unwrap_or_default(),
+                key: self.params.deploy.deployment_key.clone().unwrap_or_default(),
+                iqn: self.params.deploy.iqn.clone().unwrap_or_default(),
                 error: error.clone(),
+                port: None,
             };
             let (api, node) = (api.clone(), node.clone());
             match tokio::task::spawn_blocking(move || api.pass_deploy_info(&node, &info)).await {
@@ -161,15 +164,15 @@ pub async fn run(options: &DeployOptions) -> Result<(), DeployFailure> {
         return Err(context.fail("the node has no address to report".into()).await);
     };
     let (id, key, iqn) = (
-        params.deployment_id.clone().unwrap_or_default(),
-        params.deployment_key.clone().unwrap_or_default(),
-        params.iqn.clone().unwrap_or_default(),
+        params.deploy.deployment_id.clone().unwrap_or_default(),
+        params.deploy.deployment_key.clone().unwrap_or_default(),
+        params.deploy.iqn.clone().unwrap_or_default(),
     );
 
     let disk = {
         let (hardware, hints, names, timeout) = (
             options.hardware.clone(),
-            params.root_device.clone(),
+            params.deploy.root_device.clone(),
             params.disks.clone(),
             options.disk_timeout,
         );
@@ -189,7 +192,7 @@ pub async fn run(options: &DeployOptions) -> Result<(), DeployFailure> {
         Ok(device) => Arc::new(device),
         Err(e) => return Err(context.fail(format!("cannot open {}: {e}", disk.display())).await),
     };
-    let chap = options.chap || params.chap;
+    let chap = options.chap || params.deploy.chap;
     let target = Arc::new(Target::new(
         target_options(&iqn, chap.then_some((id.as_str(), key.as_str()))),
         Arc::new(LogicalUnit::new(device.clone(), Identity::new(&iqn, 1))),
@@ -219,6 +222,7 @@ pub async fn run(options: &DeployOptions) -> Result<(), DeployFailure> {
         key: key.clone(),
         iqn: iqn.clone(),
         error: String::new(),
+        port: None,
     };
     if let Some(api) = api.clone() {
         let node = id.clone();
@@ -238,10 +242,10 @@ pub async fn run(options: &DeployOptions) -> Result<(), DeployFailure> {
         return Err(context.stop(e));
     }
 
-    if params.boot_option == BootOption::Local {
+    if params.deploy.boot_option == BootOption::Local {
         let request = bootloader::Request {
             disk: disk.clone(),
-            boot_mode: params.boot_mode,
+            boot_mode: params.deploy.boot_mode,
             mount_point: options.mount_point.clone(),
             sys_block: options.hardware.sys.join("block"),
         };
@@ -249,8 +253,8 @@ pub async fn run(options: &DeployOptions) -> Result<(), DeployFailure> {
             .await
             .unwrap_or_else(|e| Err(format!("internal error: {e}")));
         let (status, error) = match &result {
-            Ok(()) => ("SUCCEEDED", String::new()),
-            Err(e) => ("FAILED", e.clone()),
+            Ok(()) => (callback::SUCCEEDED, String::new()),
+            Err(e) => (callback::FAILED, e.clone()),
         };
         info!(status, %error, "boot loader");
         if let Some(api) = api {
@@ -318,7 +322,7 @@ async fn prepare(options: &DeployOptions) -> Result<Context, DeployFailure> {
     } else {
         Trust::from_file(&options.ca_cert)
     };
-    let api = params.api_url.as_deref().and_then(|url| {
+    let api = params.deploy.api_url.as_deref().and_then(|url| {
         trust
             .and_then(|trust| Api::new(url, token, Duration::from_secs(30), options.retry.clone(), trust))
             .map_err(|e| warn!(error = %e, "the API cannot be called"))
@@ -371,7 +375,7 @@ fn vmedia_dir(options: &DeployOptions) -> Result<PathBuf, String> {
 /// Juno/Kilo conductors left `token-<deployment_id>` on the boot server;
 /// later ones made the callbacks public. Without one, go on.
 async fn fetch_token(params: &Params, port: u16) -> Option<String> {
-    let id = params.deployment_id.clone()?;
+    let id = params.deploy.deployment_id.clone()?;
     let server: IpAddr = params
         .ip
         .as_ref()
@@ -399,9 +403,13 @@ fn target_options(iqn: &str, chap: Option<(&str, &str)>) -> TargetOptions {
     // The disk is the conductor's that logged in first, until done.
     options.exclusive = true;
     if let Some((id, key)) = chap {
+        let credentials = |role| {
+            let derived = for_deployment(id, key, role);
+            Some(Credentials::new(derived.name, derived.secret))
+        };
         options.auth = TargetAuth {
-            chap: Some(Credentials::for_deployment(id, key, DeployRole::Initiator)),
-            mutual: Some(Credentials::for_deployment(id, key, DeployRole::Target)),
+            chap: credentials(DeployRole::Initiator),
+            mutual: credentials(DeployRole::Target),
         };
     }
     options

@@ -1,31 +1,19 @@
 //! The kernel command line the conductor wrote for the legacy Ironic bash deploy ramdisk.
 //!
 //! We are a drop-in for that ramdisk, so we read the same `name=value` words with the same
-//! meaning (the table in the README's `target-agent deploy` section). Parsing never fails: a bad value is
-//! described in [`Params::problems`] (and left out, except the IQN and API URL, which are kept
-//! for the error callback), so the deploy can still tell the API what was wrong instead of
-//! rebooting silently, as the bash script often did.
+//! meaning (the table in the README's `target-agent deploy` section). The words the conductor
+//! writes for a deploy are read by [`DeployParams`], from the crate both programs share; this
+//! module adds what the node's firmware, PXE and the operator put there (`ip`, `BOOTIF`, `disk`,
+//! ...). Parsing never fails: a bad value is described in [`Params::problems`] (and left out,
+//! except the IQN and API URL, which are kept for the error callback), so the deploy can still
+//! tell the API what was wrong instead of rebooting silently, as the bash script often did.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use super::hints::RootDeviceHints;
+use deploy_contract::kernel::{self, DeployParams, flag, split_cmdline};
 
 /// The legacy script's candidates when `disk=` is absent, in its order.
 pub const DEFAULT_DISKS: [&str; 4] = ["cciss/c0d0", "sda", "hda", "vda"];
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum BootOption {
-    Local,
-    #[default]
-    Netboot,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum BootMode {
-    #[default]
-    Bios,
-    Uefi,
-}
 
 /// `ip=client:server:gateway:netmask:hostname:device:autoconf` (the kernel's `nfsroot.txt`
 /// syntax); every field may be empty, and `ip=dhcp` leaves them all `None`.
@@ -42,17 +30,10 @@ pub struct IpConfig {
 /// Everything the ramdisk was told; absent parameters keep the legacy defaults.
 #[derive(Debug, Clone, Default)]
 pub struct Params {
-    pub deployment_id: Option<String>,
-    pub deployment_key: Option<String>,
-    /// `iscsi_target_iqn`, kept even when malformed (then also in `problems`).
-    pub iqn: Option<String>,
-    /// `ironic_api_url`, kept even when malformed (then also in `problems`).
-    pub api_url: Option<String>,
+    /// What the conductor wrote for this deploy.
+    pub deploy: DeployParams,
     /// From `disk=a,b,c`, else [`DEFAULT_DISKS`] (filled by [`Params::parse`], not `default()`).
     pub disks: Vec<String>,
-    pub root_device: Option<RootDeviceHints>,
-    pub boot_option: BootOption,
-    pub boot_mode: BootMode,
     pub ip: Option<IpConfig>,
     /// The PXE MAC, `aa:bb:cc:dd:ee:ff`, lowercase.
     pub bootif: Option<String>,
@@ -60,36 +41,10 @@ pub struct Params {
     pub troubleshoot: bool,
     /// `boot_method=vmedia`: the rest comes from `parameters.txt` on a virtual floppy.
     pub vmedia: bool,
-    /// `iscsi_chap=1`: our extension, closing the legacy flow's open target.
-    pub chap: bool,
-    /// `ironic_api_insecure=1`: ours too; an `https` API's certificate is not verified.
+    /// `ironic_api_insecure=1`: ours; an `https` API's certificate is not verified.
     pub insecure: bool,
     /// One line per malformed value, each starting with `name=`.
     pub problems: Vec<String>,
-}
-
-/// Splits a command line into `name=value` (at the first `=`) or bare `name` words. Words are
-/// separated by whitespace; double quotes group (`a="b c"`) and are removed, as the kernel does.
-pub fn split_cmdline(text: &str) -> Vec<(String, Option<String>)> {
-    let mut words = Vec::new();
-    let (mut word, mut quoted, mut started) = (String::new(), false, false);
-    for c in text.chars().chain([' ']) {
-        if c == '"' {
-            (quoted, started) = (!quoted, true);
-        } else if !c.is_whitespace() || quoted {
-            word.push(c);
-            started = true;
-        } else if std::mem::take(&mut started) {
-            let word = std::mem::take(&mut word);
-            match word.split_once('=') {
-                Some(("", _)) => {}
-                Some((name, value)) => words.push((name.to_owned(), Some(value.to_owned()))),
-                None if word.is_empty() => {}
-                None => words.push((word, None)),
-            }
-        }
-    }
-    words
 }
 
 impl Params {
@@ -107,17 +62,7 @@ impl Params {
 
     /// Required parameters that are absent or empty, by their kernel-line names.
     pub fn missing(&self) -> Vec<&'static str> {
-        let given = |v: &Option<String>| v.as_deref().is_some_and(|v| !v.trim().is_empty());
-        [
-            ("deployment_id", &self.deployment_id),
-            ("deployment_key", &self.deployment_key),
-            ("iscsi_target_iqn", &self.iqn),
-            ("ironic_api_url", &self.api_url),
-        ]
-        .into_iter()
-        .filter(|&(_, v)| !given(v))
-        .map(|(name, _)| name)
-        .collect()
+        self.deploy.missing()
     }
 
     /// `boot_method=vmedia`: Ironic put the parameters in `parameters.txt` on a virtual floppy
@@ -131,39 +76,19 @@ impl Params {
     fn apply(&mut self, name: &str, value: Option<&str>) {
         let prefix = format!("{name}=");
         self.problems.retain(|p| !p.starts_with(&prefix));
-        let text = value.unwrap_or("").trim();
-        if let Err(why) = self.set(name, value, text) {
+        if let Err(why) = self.set(name, value) {
             self.problems
                 .push(format!("{name}={value}: {why}", value = value.unwrap_or("")));
         }
     }
 
-    fn set(&mut self, name: &str, value: Option<&str>, text: &str) -> Result<(), String> {
-        let some = || Some(text.to_owned()).filter(|t| !t.is_empty());
+    fn set(&mut self, name: &str, value: Option<&str>) -> Result<(), String> {
+        if self.deploy.set(name, value)? {
+            return Ok(());
+        }
+        let text = value.unwrap_or("").trim();
         match name {
-            "deployment_id" => self.deployment_id = some(),
-            "deployment_key" => self.deployment_key = some(),
-            "iscsi_target_iqn" => {
-                self.iqn = some();
-                let lower = text.to_ascii_lowercase();
-                let prefixed = ["iqn.", "eui.", "naa.", "iqn-"]
-                    .iter()
-                    .any(|p| lower.len() > p.len() && lower.starts_with(p));
-                if !text.is_empty() && !prefixed {
-                    return Err("not an iSCSI name (expected iqn.…, eui.…, naa.… or iqn-<uuid>)".into());
-                }
-            }
-            "ironic_api_url" => {
-                self.api_url = some();
-                let lower = text.to_ascii_lowercase();
-                let scheme = ["http://", "https://"]
-                    .iter()
-                    .any(|s| lower.len() > s.len() && lower.starts_with(s));
-                if !text.is_empty() && !scheme {
-                    return Err("the Ironic API URL must start with http:// or https://".into());
-                }
-            }
-            "disk" => {
+            kernel::DISK => {
                 let disks: Vec<String> = text
                     .split(',')
                     .map(str::trim)
@@ -175,52 +100,21 @@ impl Params {
                 }
                 self.disks = disks;
             }
-            "root_device" => {
-                self.root_device = None;
-                if !text.is_empty() {
-                    self.root_device = Some(RootDeviceHints::parse(text).map_err(|e| e.to_string())?);
-                }
-            }
-            "boot_option" => {
-                self.boot_option = match text.to_ascii_lowercase().as_str() {
-                    "local" => BootOption::Local,
-                    "netboot" => BootOption::Netboot,
-                    _ => return Err("expected local or netboot; using netboot".into()),
-                }
-            }
-            "boot_mode" => {
-                self.boot_mode = match text.to_ascii_lowercase().as_str() {
-                    "bios" => BootMode::Bios,
-                    "uefi" => BootMode::Uefi,
-                    _ => return Err("expected bios or uefi; using bios".into()),
-                }
-            }
-            "ip" => {
+            kernel::IP => {
                 self.ip = None;
                 self.ip = Some(parse_ip(text)?);
             }
-            "BOOTIF" => {
+            kernel::BOOTIF => {
                 self.bootif = None;
                 self.bootif = Some(parse_bootif(text).ok_or("expected a MAC such as 01-aa-bb-cc-dd-ee-ff")?);
             }
-            "boot_server" => self.boot_server = some(),
-            "troubleshoot" => self.troubleshoot = flag(value)?,
-            "iscsi_chap" => self.chap = flag(value)?,
-            "ironic_api_insecure" => self.insecure = flag(value)?,
-            "boot_method" => self.vmedia = text.eq_ignore_ascii_case("vmedia"),
+            kernel::BOOT_SERVER => self.boot_server = Some(text.to_owned()).filter(|t| !t.is_empty()),
+            kernel::TROUBLESHOOT => self.troubleshoot = flag(value)?,
+            kernel::IRONIC_API_INSECURE => self.insecure = flag(value)?,
+            kernel::BOOT_METHOD => self.vmedia = text.eq_ignore_ascii_case("vmedia"),
             _ => {}
         }
         Ok(())
-    }
-}
-
-/// A bare word or `1`/`yes`/`true`/`on` is on; `0`/`no`/`false`/`off` or empty is off.
-fn flag(value: Option<&str>) -> Result<bool, String> {
-    let Some(value) = value else { return Ok(true) };
-    match value.trim().to_ascii_lowercase().as_str() {
-        "1" | "yes" | "true" | "on" => Ok(true),
-        "" | "0" | "no" | "false" | "off" => Ok(false),
-        _ => Err("expected 1, yes, true, on or 0, no, false, off; taken as off".into()),
     }
 }
 
@@ -311,8 +205,9 @@ fn prefix_mask(prefix: u32, client: Option<IpAddr>) -> Option<IpAddr> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::hints::SizeHint;
     use super::*;
+    use deploy_contract::hints::SizeHint;
+    use deploy_contract::kernel::{BootMode, BootOption};
     use proptest::prelude::*;
 
     fn ip(s: &str) -> Option<IpAddr> {
@@ -332,20 +227,29 @@ mod tests {
         let p = Params::parse(LEGACY);
         assert_eq!(p.problems, Vec::<String>::new());
         assert!(p.missing().is_empty());
-        assert_eq!(p.deployment_id.as_deref(), Some("1be26c0b-03f2-4d2e-ae87-c02d7f33c123"));
-        assert_eq!(p.deployment_key.as_deref(), Some("MD5VW0GTQMZ4Y3VYJ9NMCTC8UIW8DA8K"));
         assert_eq!(
-            p.iqn.as_deref(),
+            p.deploy.deployment_id.as_deref(),
+            Some("1be26c0b-03f2-4d2e-ae87-c02d7f33c123")
+        );
+        assert_eq!(
+            p.deploy.deployment_key.as_deref(),
+            Some("MD5VW0GTQMZ4Y3VYJ9NMCTC8UIW8DA8K")
+        );
+        assert_eq!(
+            p.deploy.iqn.as_deref(),
             Some("iqn.2008-10.org.openstack:1be26c0b-03f2-4d2e-ae87-c02d7f33c123")
         );
-        assert_eq!(p.api_url.as_deref(), Some("http://192.0.2.1:6385"));
+        assert_eq!(p.deploy.api_url.as_deref(), Some("http://192.0.2.1:6385"));
         assert_eq!(p.disks, ["nvme0n1", "sda"]);
-        let hints = p.root_device.as_ref().unwrap();
+        let hints = p.deploy.root_device.as_ref().unwrap();
         assert_eq!(
             (hints.model.as_deref(), hints.size_gib),
             (Some("QEMU HARDDISK"), Some(SizeHint::Ge(10)))
         );
-        assert_eq!((p.boot_option, p.boot_mode), (BootOption::Local, BootMode::Uefi));
+        assert_eq!(
+            (p.deploy.boot_option, p.deploy.boot_mode),
+            (BootOption::Local, BootMode::Uefi)
+        );
         let want = IpConfig {
             client: ip("fd00::10"),
             boot_server: ip("fd00::1"),
@@ -357,21 +261,7 @@ mod tests {
         assert_eq!(p.ip, Some(want));
         assert_eq!(p.bootif.as_deref(), Some("52:54:00:ab:cd:ef"));
         assert_eq!(p.boot_server.as_deref(), Some("192.0.2.1"));
-        assert!(p.troubleshoot && p.chap && !p.vmedia);
-    }
-
-    #[test]
-    fn splits_quoted_values_and_bare_words() {
-        let words = split_cmdline("a=\"b c\"  bare\n\"d=e f\" g==h i= \"\" =x");
-        let want = [
-            ("a", Some("b c")),
-            ("bare", None),
-            ("d", Some("e f")),
-            ("g", Some("=h")),
-            ("i", Some("")),
-        ];
-        let want: Vec<_> = want.iter().map(|(n, v)| (n.to_string(), v.map(String::from))).collect();
-        assert_eq!(words, want);
+        assert!(p.troubleshoot && p.deploy.chap && !p.vmedia);
     }
 
     #[test]
@@ -383,14 +273,14 @@ mod tests {
         );
         assert_eq!(p.disks, DEFAULT_DISKS);
         assert_eq!(
-            (p.boot_option, p.boot_mode, p.troubleshoot, p.chap),
+            (p.deploy.boot_option, p.deploy.boot_mode, p.troubleshoot, p.deploy.chap),
             (BootOption::Netboot, BootMode::Bios, false, false)
         );
         let p = Params::parse("deployment_id=x deployment_key= iscsi_target_iqn=iqn-1234 ironic_api_url");
         assert_eq!(p.missing(), ["deployment_key", "ironic_api_url"]);
         assert!(p.problems.is_empty(), "{:?}", p.problems);
         assert_eq!(
-            Params::parse("deployment_key=short").deployment_key.as_deref(),
+            Params::parse("deployment_key=short").deploy.deployment_key.as_deref(),
             Some("short")
         );
     }
@@ -430,11 +320,11 @@ mod tests {
         }
         let p = Params::parse("boot_option=disk boot_mode=efi ip=x BOOTIF=y root_device=z disk=, iscsi_chap=2");
         assert_eq!(
-            (p.boot_option, p.boot_mode, &p.ip, &p.bootif),
+            (p.deploy.boot_option, p.deploy.boot_mode, &p.ip, &p.bootif),
             (BootOption::Netboot, BootMode::Bios, &None, &None)
         );
         assert_eq!(
-            (p.root_device, p.disks, p.chap),
+            (p.deploy.root_device, p.disks, p.deploy.chap),
             (None, DEFAULT_DISKS.map(String::from).to_vec(), false)
         );
         assert_eq!(p.problems.len(), 7);
@@ -473,13 +363,13 @@ mod tests {
         let p = Params::parse(
             "boot_mode=uefi boot_mode=bios ironic_api_url=nope ironic_api_url=https://api disk=sda disk=vdb",
         );
-        assert_eq!(p.boot_mode, BootMode::Bios);
-        assert_eq!(p.api_url.as_deref(), Some("https://api"));
+        assert_eq!(p.deploy.boot_mode, BootMode::Bios);
+        assert_eq!(p.deploy.api_url.as_deref(), Some("https://api"));
         assert_eq!(p.disks, ["vdb"]);
         assert!(p.problems.is_empty(), "{:?}", p.problems);
         assert!(!Params::parse("troubleshoot troubleshoot=0").troubleshoot);
         assert!(Params::parse("troubleshoot=0 troubleshoot=TRUE").troubleshoot);
-        assert!(Params::parse("iscsi_chap").chap && Params::parse("iscsi_chap=on").chap);
+        assert!(Params::parse("iscsi_chap").deploy.chap && Params::parse("iscsi_chap=on").deploy.chap);
         assert!(Params::parse("ironic_api_insecure=1").insecure && !Params::parse("iscsi_chap=1").insecure);
     }
 
@@ -492,9 +382,9 @@ mod tests {
             "deployment_id=new\ndeployment_key=KEY\niscsi_target_iqn=iqn.2008-10.org.openstack:n\n\
              ironic_api_url=http://192.0.2.1:6385 boot_option=netboot\n",
         );
-        assert_eq!(p.deployment_id.as_deref(), Some("new"));
-        assert_eq!(p.api_url.as_deref(), Some("http://192.0.2.1:6385"));
-        assert_eq!(p.boot_option, BootOption::Netboot);
+        assert_eq!(p.deploy.deployment_id.as_deref(), Some("new"));
+        assert_eq!(p.deploy.api_url.as_deref(), Some("http://192.0.2.1:6385"));
+        assert_eq!(p.deploy.boot_option, BootOption::Netboot);
         assert!(p.missing().is_empty() && p.problems.is_empty(), "{:?}", p.problems);
     }
 

@@ -40,6 +40,7 @@ use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::serve::IncomingStream;
+use deploy_contract::callback::{PASS_BOOTLOADER_INSTALL_INFO, PASS_DEPLOY_INFO};
 use serde_json::{Map, Value, json};
 
 use super::provision::{check_configdrive, parse_request};
@@ -374,8 +375,8 @@ async fn callback(
     body: &Bytes,
 ) -> Result<Answer, ApiError> {
     match method {
-        Some("pass_deploy_info") => service.pass_deploy_info(node, peer, body).await?,
-        Some("pass_bootloader_install_info") => service.pass_bootloader_install_info(node, peer, body).await?,
+        Some(PASS_DEPLOY_INFO) => service.pass_deploy_info(node, peer, body).await?,
+        Some(PASS_BOOTLOADER_INSTALL_INFO) => service.pass_bootloader_install_info(node, peer, body).await?,
         Some(other) => {
             return Err(ApiError::new(
                 StatusCode::BAD_REQUEST,

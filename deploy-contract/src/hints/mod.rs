@@ -7,6 +7,10 @@
 //! ironic-python-agent) added oslo's operators (`>= 100`, `<in> foo`, `<or> a <or> b`). We accept
 //! both, with ironic-lib's meaning, so a hint copied from inspection data selects the same disk.
 //! Unlike the legacy script we also honour `name`, which it silently ignored.
+//!
+//! The conductor checks an operator's hints with [`RootDeviceHints::parse`] when it reads its nodes
+//! file, and the ramdisk parses them again from its kernel line with the same function: hints one
+//! side accepts are hints the other can match.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -162,6 +166,31 @@ impl RootDeviceHints {
             .iter()
             .filter(|d| !matches!(d.kind, DeviceKind::Loop | DeviceKind::Ram | DeviceKind::CdRom))
             .find(|d| self.matches(d))
+    }
+}
+
+impl RootDeviceHints {
+    /// The hints as the conductor writes them on the kernel line, as Ironic wrote them: keys
+    /// sorted, values percent-encoded (Python's `quote`). [`RootDeviceHints::parse`] reads back
+    /// exactly these hints, whatever the text they were first read from.
+    #[must_use]
+    pub fn to_kernel_value(&self) -> String {
+        let size = self.size_gib.map(|s| s.to_string());
+        let sorted = [
+            ("model", &self.model),
+            ("name", &self.name),
+            ("serial", &self.serial),
+            ("size", &size),
+            ("vendor", &self.vendor),
+            ("wwn", &self.wwn),
+            ("wwn_vendor_extension", &self.wwn_vendor_extension),
+            ("wwn_with_extension", &self.wwn_with_extension),
+        ];
+        let items: Vec<String> = sorted
+            .iter()
+            .filter_map(|(key, value)| value.as_deref().map(|v| format!("{key}={}", percent_encode(v))))
+            .collect();
+        items.join(",")
     }
 }
 
@@ -343,6 +372,20 @@ fn matches_name(hint: &str, dev: &DeviceFacts) -> bool {
     expr.holds(&[node, dev.path.to_string_lossy().to_lowercase()])
 }
 
+/// `%XX` for every byte but letters, digits, `-._~` and `/`, as Python's `quote` leaves them: no
+/// space, comma or `=` is left to split the kernel line or the hints.
+fn percent_encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~/".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 /// Decodes `%XX` escapes; `+` stays a `+` (Python's `quote`, not form encoding).
 fn percent_decode(raw: &str) -> Option<String> {
     let bytes = raw.as_bytes();
@@ -366,187 +409,4 @@ fn percent_decode(raw: &str) -> Option<String> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn dev(name: &str, size_bytes: u64, kind: DeviceKind) -> DeviceFacts {
-        DeviceFacts {
-            name: name.into(),
-            path: PathBuf::from("/dev").join(name.replace('!', "/")),
-            size_bytes,
-            model: None,
-            vendor: None,
-            serial: None,
-            wwn: None,
-            wwn_with_extension: None,
-            wwn_vendor_extension: None,
-            kind,
-        }
-    }
-
-    fn hints(text: &str) -> RootDeviceHints {
-        RootDeviceHints::parse(text).unwrap()
-    }
-
-    const GIB: u64 = 1 << 30;
-
-    #[test]
-    fn parses_every_key_with_percent_decoding() {
-        let h = hints(
-            "model=Samsung%20SSD%20970,name=/dev/sda,serial=S4EW%2BX,size=100,vendor=%20ATA%20,\
-             wwn=0x5000c500680510cb,wwn_vendor_extension=0x1b9a,wwn_with_extension=0x600605b0060547c0%2C1",
-        );
-        assert_eq!(h.model.as_deref(), Some("Samsung SSD 970"));
-        assert_eq!(h.name.as_deref(), Some("/dev/sda"));
-        assert_eq!(h.serial.as_deref(), Some("S4EW+X"));
-        assert_eq!(h.size_gib, Some(SizeHint::Eq(100)));
-        assert_eq!(h.vendor.as_deref(), Some("ATA"));
-        assert_eq!(h.wwn.as_deref(), Some("0x5000c500680510cb"));
-        assert_eq!(h.wwn_vendor_extension.as_deref(), Some("0x1b9a"));
-        assert_eq!(h.wwn_with_extension.as_deref(), Some("0x600605b0060547c0,1"));
-        assert_eq!(hints("serial=a+b").serial.as_deref(), Some("a+b"), "'+' is not a space");
-        assert_eq!(hints("model=s%3D%3D%20x%20y").model.as_deref(), Some("s== x y"));
-        assert!(
-            h.to_string()
-                .starts_with("name=/dev/sda,size=100,model=Samsung SSD 970,vendor=ATA,"),
-            "{h}"
-        );
-    }
-
-    #[test]
-    fn parses_size_operators() {
-        for (text, want) in [
-            ("100", SizeHint::Eq(100)),
-            ("== 100", SizeHint::Eq(100)),
-            (">= 100", SizeHint::Ge(100)),
-            ("<=200", SizeHint::Le(200)),
-            ("!= 50", SizeHint::Ne(50)),
-            ("> 10", SizeHint::Gt(10)),
-            ("< 500", SizeHint::Lt(500)),
-            ("= 7", SizeHint::Ge(7)),
-        ] {
-            let encoded = text.replace(' ', "%20").replace('=', "%3D");
-            assert_eq!(hints(&format!("size={encoded}")).size_gib, Some(want), "{text}");
-        }
-    }
-
-    #[test]
-    fn refuses_bad_hints_with_clear_errors() {
-        use HintError::*;
-        let err = |text: &str| RootDeviceHints::parse(text).unwrap_err();
-        assert_eq!((err(""), err(" , ")), (NoHints, NoHints));
-        assert!(matches!(err("rotational=true"), UnknownKey { key } if key == "rotational"));
-        assert!(
-            matches!(err("foo=%zz"), UnknownKey { key } if key == "foo"),
-            "the key is checked first"
-        );
-        assert!(
-            err("rotational=true")
-                .to_string()
-                .contains("(known: size, model, vendor, serial, wwn,")
-        );
-        assert!(matches!(err("model"), NotKeyValue { item } if item == "model"));
-        assert!(matches!(err("model=a,model=b"), Duplicate { key } if key == "model"));
-        assert!(matches!(err("size=1,size=2"), Duplicate { key } if key == "size"));
-        assert!(matches!(err("serial=%20"), Empty { key } if key == "serial"));
-        assert!(matches!(err("serial=<or>%20<or>"), Empty { key } if key == "serial"));
-        for bad in ["0", "-1", "abc", "1.5", "s%3D%3D%201", "10GiB", ">%3D", "<in>%201"] {
-            assert!(matches!(err(&format!("size={bad}")), BadSize { .. }), "{bad}");
-        }
-        for bad in ["%G1", "%2", "abc%", "%ff%fe", "%+f"] {
-            assert!(matches!(err(&format!("model={bad}")), BadPercentEncoding { value, .. } if value == bad));
-        }
-        assert!(matches!(err("model=%3E%3D%205"), BadOperator { key, op } if key == "model" && op == ">="));
-        assert!(matches!(err("serial=<all-in>%20a"), BadOperator { op, .. } if op == "<all-in>"));
-        assert!(err("serial=%3C%20a").to_string().contains("text hints take s==, s!=,"));
-    }
-
-    #[test]
-    fn size_is_whole_gib_rounded_down() {
-        let d = dev("sda", 100 * GIB + 512 * 1024 * 1024, DeviceKind::Disk);
-        assert!(hints("size=100").matches(&d));
-        assert!(!hints("size=101").matches(&d));
-        assert!(hints("size=%3E%3D100").matches(&d));
-        assert!(!hints("size=%3E100").matches(&d));
-        assert!(hints("size=%3C101").matches(&d));
-        assert!(!hints("size=%21%3D100").matches(&d));
-        assert!(hints("size=%3C%3D100").matches(&dev("sdb", 100 * GIB - 1, DeviceKind::Disk)));
-    }
-
-    #[test]
-    fn text_hints_are_trimmed_case_insensitive_and_take_operators() {
-        let mut d = dev("sda", GIB, DeviceKind::Disk);
-        d.model = Some("  Samsung SSD 970 EVO  ".into());
-        d.vendor = Some("ATA".into());
-        d.serial = Some("S4EWNX0N123456".into());
-        d.wwn = Some("0x5000C500680510CB".into());
-        assert!(hints("model=samsung%20ssd%20970%20evo,vendor=ata,serial=s4ewnx0n123456").matches(&d));
-        assert!(hints("wwn=0x5000c500680510cb").matches(&d));
-        assert!(!hints("model=samsung").matches(&d));
-        assert!(hints("model=<in>%20SSD%20970").matches(&d));
-        assert!(!hints("model=<in>%20intel").matches(&d));
-        assert!(hints("vendor=<or>%20hp%20<or>%20ata").matches(&d));
-        assert!(!hints("vendor=<or>%20hp%20<or>%20dell").matches(&d));
-        assert!(hints("serial=s%21%3D%20other").matches(&d));
-        assert!(!hints("serial=s%21%3D%20S4EWNX0N123456").matches(&d));
-        assert!(hints("vendor=s%3D%3D%20ata").matches(&d));
-        assert!(hints("vendor=s%3C%20b").matches(&d) && !hints("vendor=s%3E%20b").matches(&d));
-    }
-
-    #[test]
-    fn unknown_facts_never_match() {
-        let d = dev("sda", GIB, DeviceKind::Disk);
-        assert!(!hints("serial=abc").matches(&d));
-        assert!(
-            !hints("serial=s%21%3D%20abc").matches(&d),
-            "even s!= needs a known value"
-        );
-        let mut blank = d.clone();
-        blank.wwn = Some("  ".into());
-        assert!(!hints("wwn=<in>%20x").matches(&blank));
-        assert!(RootDeviceHints::default().matches(&d), "no hints: any device");
-        let forged = RootDeviceHints {
-            model: Some("==".into()),
-            ..Default::default()
-        };
-        assert!(!forged.matches(&d), "an expression that does not parse matches nothing");
-    }
-
-    #[test]
-    fn name_matches_short_dev_and_literal_paths() {
-        let sda = dev("sda", GIB, DeviceKind::Disk);
-        assert!(hints("name=sda").matches(&sda));
-        assert!(hints("name=/dev/sda").matches(&sda));
-        assert!(!hints("name=sdb").matches(&sda));
-        assert!(!hints("name=/dev/sda1").matches(&sda));
-        let cciss = dev("cciss!c0d0", GIB, DeviceKind::Disk);
-        assert!(hints("name=cciss/c0d0").matches(&cciss));
-        assert!(hints("name=/dev/cciss/c0d0").matches(&cciss));
-        let mut by_path = dev("sdc", GIB, DeviceKind::Disk);
-        by_path.path = PathBuf::from("/dev/disk/by-path/pci-0000:00:1f.2-ata-1");
-        assert!(hints("name=/dev/disk/by-path/pci-0000:00:1f.2-ata-1").matches(&by_path));
-        assert!(hints("name=/dev/sdc").matches(&by_path));
-        assert!(!hints("name=/dev/disk/by-path/pci-0000:00:1f.2-ata-2").matches(&by_path));
-        assert!(hints("name=<in>%20nvme").matches(&dev("nvme0n1", GIB, DeviceKind::Disk)));
-        assert!(!hints("name=s%21%3D%20sda").matches(&sda));
-    }
-
-    #[test]
-    fn select_skips_loop_ram_cdrom_and_takes_the_first_match() {
-        let devices = [
-            dev("loop0", 100 * GIB, DeviceKind::Loop),
-            dev("ram0", 100 * GIB, DeviceKind::Ram),
-            dev("sr0", 100 * GIB, DeviceKind::CdRom),
-            dev("sda", 50 * GIB, DeviceKind::Disk),
-            dev("sdb", 100 * GIB, DeviceKind::Disk),
-            dev("sdc", 100 * GIB, DeviceKind::Disk),
-        ];
-        assert_eq!(hints("size=100").select(&devices).map(|d| d.name.as_str()), Some("sdb"));
-        assert_eq!(hints("name=loop0").select(&devices), None);
-        assert_eq!(
-            RootDeviceHints::default().select(&devices).map(|d| d.name.as_str()),
-            Some("sda")
-        );
-        assert_eq!(hints("size=%3E1000").select(&devices), None);
-    }
-}
+mod tests;
