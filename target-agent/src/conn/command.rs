@@ -3,8 +3,8 @@
 //! into a pipe when it can skip our memory. The answer is the protocol
 //! machine's [`Response`].
 
-use super::jobs::Job;
-use crate::lu::{BufferPool, Completion, LogicalUnit, Nexus, Placement, no_device_lun};
+use super::jobs::{Job, Unit};
+use crate::lu::{BufferPool, Completion};
 use bytes::Bytes;
 use iscsi_proto::scsi::{AdditionalSense, ScsiStatus, Sense, SenseKey};
 use iscsi_proto::target::Response;
@@ -12,44 +12,6 @@ use iscsi_wire::{Payload, PipeChunk, PipePool};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use tracing::{info, warn};
-
-/// Where a command goes: the disk, or the LUN-less answers of SPC-4.
-#[derive(Debug, Clone)]
-pub(crate) enum Unit {
-    Disk(Arc<LogicalUnit>),
-    NoDevice { luns: Vec<u16> },
-}
-
-impl Unit {
-    fn execute(&self, nexus: &Nexus, cdb: &[u8], data_out: &[u8]) -> Completion {
-        match self {
-            Self::Disk(lu) => lu.execute_as(nexus, cdb, data_out),
-            Self::NoDevice { luns } => no_device_lun(cdb, luns),
-        }
-    }
-}
-
-/// A WRITE whose data is put on the disk as it arrives (see
-/// [`crate::lu::LogicalUnit::placement`]): spliced there from the socket,
-/// or kept here until the command runs when it came in memory.
-#[derive(Debug)]
-pub(crate) struct Placed {
-    pub placement: Placement,
-    /// Segments that came in memory: (offset in the command's data, bytes).
-    pub pieces: Vec<(u64, Bytes)>,
-    /// The first failure to put data on the disk; the rest is dropped.
-    pub error: Option<std::io::Error>,
-}
-
-impl Placed {
-    pub fn new(placement: Placement) -> Self {
-        Self {
-            placement,
-            pieces: Vec::new(),
-            error: None,
-        }
-    }
-}
 
 /// The data a connection moved, by the way it moved: a zero-copy path that
 /// silently stopped working would show here.

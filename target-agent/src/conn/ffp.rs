@@ -10,22 +10,21 @@
 //! writes.
 
 use super::ConnError;
-use super::command::{self, Traffic};
 use super::jobs::Jobs;
+use super::link::{Link, Shared};
 use super::stream;
 use super::wire::{Out, PduReader, PduWriter, write_loop};
 use crate::target::Target;
 use iscsi_proto::Scope;
 use iscsi_proto::login::LoginOutcome;
 use iscsi_proto::negotiate::SessionType;
-use iscsi_proto::target::{self, Close, Event};
-use iscsi_wire::{Frame, Payload, PipePool, ReadError};
+use iscsi_proto::target::{self, Close};
+use iscsi_wire::{Frame, PipePool, ReadError};
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 use tokio::sync::{Notify, mpsc};
-use tokio::task::JoinSet;
-use tracing::{Instrument, debug, debug_span, info};
+use tracing::{Instrument, debug, info};
 
 /// Data segments at least this long are spliced from the socket into the
 /// backing file when their command's data can be placed there; shorter ones
@@ -35,86 +34,6 @@ const SPLICE_MIN: usize = 64 * 1024;
 /// Pipes for READ data per connection (each holds one READ's data on its
 /// way from the page cache to the socket).
 const READ_PIPES: usize = 32;
-
-/// The machine and the SCSI side, shared by the reader and the commands.
-#[derive(Debug)]
-pub(super) struct Shared {
-    pub(super) machine: target::Connection<Payload>,
-    pub(super) jobs: Jobs,
-    pub(super) closed: Option<Close>,
-}
-
-/// One connection's state and the tasks around it.
-#[derive(Debug, Clone)]
-pub(super) struct Link {
-    shared: Arc<Mutex<Shared>>,
-    out: mpsc::UnboundedSender<Out>,
-    pipes: Option<Arc<PipePool>>,
-    pub(super) traffic: Arc<Traffic>,
-    pub(super) lu: Arc<crate::lu::LogicalUnit>,
-    commands: Arc<Mutex<JoinSet<()>>>,
-}
-
-impl Link {
-    pub(super) fn lock(&self) -> MutexGuard<'_, Shared> {
-        self.shared.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Act on the machine's events and send what it has to send, in the
-    /// order it stamped it (under the lock, so no two batches cross).
-    pub(super) fn drain(&self, shared: &mut Shared) {
-        while let Some(event) = shared.machine.poll_event() {
-            match event {
-                Event::Command(cmd) => shared.jobs.command(cmd),
-                Event::Data { itt, offset, data } => {
-                    Traffic::add(&self.traffic.buffered_in, data.len());
-                    if let Some(job) = shared.jobs.get_mut(itt) {
-                        job.take(offset, data);
-                    }
-                }
-                Event::Ready(itt) => {
-                    let Some(job) = shared.jobs.remove(itt) else { continue };
-                    match command::answer_now(&job) {
-                        // No IO to wait for: answered here, without a task.
-                        Some(response) => shared.machine.respond(itt, response),
-                        None => self.launch(job),
-                    }
-                }
-                Event::Failed(itt) => {
-                    shared.jobs.remove(itt);
-                }
-                Event::Abort(itts) => {
-                    // Those not running yet are dropped; running ones finish
-                    // unanswered (the machine keeps their answers back).
-                    for itt in itts {
-                        shared.jobs.remove(itt);
-                    }
-                }
-                Event::Reset(reset) => shared.jobs.reset(reset),
-                Event::Close(why) => shared.closed = Some(why),
-            }
-        }
-        let batch: Vec<_> = std::iter::from_fn(|| shared.machine.poll_transmit()).collect();
-        if !batch.is_empty() {
-            // A closed channel means the writer died; the reader notices.
-            let _ = self.out.send(Out::Batch(batch));
-        }
-    }
-
-    fn launch(&self, job: super::jobs::Job) {
-        let link = self.clone();
-        let itt = job.itt;
-        let task = async move {
-            let response = command::run(job, link.pipes.clone(), &link.traffic).await;
-            let mut shared = link.lock();
-            shared.machine.respond(itt, response);
-            link.drain(&mut shared);
-        };
-        let mut commands = self.commands.lock().unwrap_or_else(PoisonError::into_inner);
-        while commands.try_join_next().is_some() {}
-        commands.spawn(task.instrument(debug_span!("task", %itt)));
-    }
-}
 
 /// Run the full feature phase until logout, a fatal error or `stop`.
 pub(crate) async fn run(

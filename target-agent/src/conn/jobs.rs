@@ -4,8 +4,7 @@
 //! WRITE cut to the blocks its Expected Data Transfer Length covers, where
 //! its write data goes), and what the machine's other events mean here.
 
-use super::command::{Placed, Unit};
-use crate::lu::{Completion, Nexus};
+use crate::lu::{Completion, LogicalUnit, Nexus, Placement, no_device_lun};
 use crate::target::Target;
 use bytes::Bytes;
 use iscsi_proto::scsi::{AdditionalSense, Command as Cdb, OperationCode, ScsiStatus, Sense};
@@ -13,6 +12,44 @@ use iscsi_proto::target::{Command, Reset};
 use iscsi_proto::{Itt, Lun};
 use std::collections::HashMap;
 use std::sync::Arc;
+
+/// Where a command goes: the disk, or the LUN-less answers of SPC-4.
+#[derive(Debug, Clone)]
+pub(crate) enum Unit {
+    Disk(Arc<LogicalUnit>),
+    NoDevice { luns: Vec<u16> },
+}
+
+impl Unit {
+    pub(super) fn execute(&self, nexus: &Nexus, cdb: &[u8], data_out: &[u8]) -> Completion {
+        match self {
+            Self::Disk(lu) => lu.execute_as(nexus, cdb, data_out),
+            Self::NoDevice { luns } => no_device_lun(cdb, luns),
+        }
+    }
+}
+
+/// A WRITE whose data is put on the disk as it arrives (see
+/// [`crate::lu::LogicalUnit::placement`]): spliced there from the socket,
+/// or kept here until the command runs when it came in memory.
+#[derive(Debug)]
+pub(crate) struct Placed {
+    pub placement: Placement,
+    /// Segments that came in memory: (offset in the command's data, bytes).
+    pub pieces: Vec<(u64, Bytes)>,
+    /// The first failure to put data on the disk; the rest is dropped.
+    pub error: Option<std::io::Error>,
+}
+
+impl Placed {
+    pub fn new(placement: Placement) -> Self {
+        Self {
+            placement,
+            pieces: Vec::new(),
+            error: None,
+        }
+    }
+}
 
 /// The largest write a single command may announce; larger ones are
 /// refused (their data is read and dropped) before any buffer is allocated.

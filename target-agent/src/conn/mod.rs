@@ -5,11 +5,14 @@
 //! writer task batches what the machine sends into few writes ([`wire`]),
 //! each command becomes a job with what SCSI decides before its data moves
 //! ([`jobs`]), and runs on its own task with its disk IO on the blocking
-//! pool ([`command`]), so a slow disk never stalls the socket.
+//! pool ([`command`]), so a slow disk never stalls the socket. The machine
+//! and the jobs live behind one lock ([`link`]); large write segments are
+//! moved by [`stream`].
 
 mod command;
 mod ffp;
 mod jobs;
+mod link;
 mod stream;
 mod wire;
 

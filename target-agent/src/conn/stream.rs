@@ -6,7 +6,7 @@
 
 use super::ConnError;
 use super::command::Traffic;
-use super::ffp::{Link, Shared};
+use super::link::{Link, Shared};
 use super::wire::PduReader;
 use iscsi_proto::Itt;
 use iscsi_proto::codec::Head;
