@@ -95,6 +95,23 @@ pub fn compressed_qcow2(raw: &std::path::Path, qcow2: &std::path::Path) {
     qemu_img(&["convert", "-c", "-f", "raw", "-O", "qcow2", raw, qcow2]);
 }
 
+/// A config drive ISO as Ironic's images carry it: ISO 9660 with Rock Ridge
+/// and Joliet, labelled `config-2`, holding `openstack/latest/meta_data.json`
+/// = `meta_data`; made in `dir` as `name`.
+pub fn config_drive_iso(dir: &std::path::Path, name: &str, meta_data: &str) -> std::path::PathBuf {
+    let root = dir.join(format!("{name}.tree"));
+    let tree = root.join("openstack/latest");
+    std::fs::create_dir_all(&tree).expect("config drive tree");
+    std::fs::write(tree.join("meta_data.json"), meta_data).expect("meta_data.json");
+    let iso = dir.join(name);
+    let (iso_arg, root_arg) = (iso.to_str().expect("UTF-8 path"), root.to_str().expect("UTF-8 path"));
+    must(
+        "genisoimage",
+        &["-quiet", "-V", "config-2", "-r", "-J", "-o", iso_arg, root_arg],
+    );
+    iso
+}
+
 /// A finished command's stdout then stderr, for assertion messages.
 #[must_use]
 pub fn output_text(out: &std::process::Output) -> String {

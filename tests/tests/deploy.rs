@@ -10,7 +10,7 @@
 
 use integration_tests::agent::{TargetAgent, workspace_binary};
 use integration_tests::tgtd::Tgtd;
-use integration_tests::{compressed_qcow2, ext4_image, must, output_text as text};
+use integration_tests::{compressed_qcow2, config_drive_iso, ext4_image, must, output_text as text};
 use serde_json::Value;
 use std::io::{Read, Write};
 use std::net::TcpListener;
@@ -61,24 +61,7 @@ fn junk_disk(dir: &Path, size: u64) -> PathBuf {
 
 /// A config drive ISO with one file, and its gzip+base64 form.
 fn config_drive(dir: &Path) -> (PathBuf, PathBuf) {
-    let tree = dir.join("cd/openstack/latest");
-    std::fs::create_dir_all(&tree).unwrap();
-    std::fs::write(tree.join("meta_data.json"), br#"{"uuid": "1be26c0b"}"#).unwrap();
-    let iso = dir.join("configdrive.iso");
-    let cd = dir.join("cd");
-    must(
-        "genisoimage",
-        &[
-            "-quiet",
-            "-V",
-            "config-2",
-            "-r",
-            "-J",
-            "-o",
-            iso.to_str().unwrap(),
-            cd.to_str().unwrap(),
-        ],
-    );
+    let iso = config_drive_iso(dir, "configdrive.iso", r#"{"uuid": "1be26c0b"}"#);
     let b64 = dir.join("configdrive.b64");
     let script = format!("gzip -c {} | base64 > {}", iso.display(), b64.display());
     must("sh", &["-c", &script]);

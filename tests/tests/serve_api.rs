@@ -10,7 +10,7 @@
 
 use integration_tests::serve::{Reply, Serve, basic, http, key, node_toml, states, uuid};
 use integration_tests::tgtd::free_port;
-use integration_tests::{conductor_writer, conductor_writer_with, must, output_text};
+use integration_tests::{conductor_writer, conductor_writer_with, config_drive_iso, must, output_text};
 use serde_json::{Value, json};
 use std::path::Path;
 use std::time::Duration;
@@ -526,23 +526,6 @@ fn versions_lists_and_provision_requests_are_answered_as_ironic_answers_them() {
 
 /// A gzipped, base64-encoded ISO 9660 config drive, as text.
 fn config_drive(dir: &Path) -> String {
-    let tree = dir.join("cd/openstack/latest");
-    std::fs::create_dir_all(&tree).unwrap();
-    std::fs::write(tree.join("meta_data.json"), "{}").unwrap();
-    let iso = dir.join("cd.iso");
-    let root = dir.join("cd");
-    must(
-        "genisoimage",
-        &[
-            "-quiet",
-            "-o",
-            iso.to_str().unwrap(),
-            "-V",
-            "config-2",
-            "-r",
-            "-J",
-            root.to_str().unwrap(),
-        ],
-    );
+    let iso = config_drive_iso(dir, "cd.iso", "{}");
     must("sh", &["-c", &format!("gzip -c {} | base64 -w0", iso.display())])
 }

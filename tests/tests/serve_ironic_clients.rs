@@ -14,7 +14,7 @@ use integration_tests::pyenv;
 use integration_tests::ramdisk::Ramdisk;
 use integration_tests::serve::{Serve, cmdline, disk, http_on, key, node_toml, root_holds, states, uuid};
 use integration_tests::tgtd::free_port;
-use integration_tests::{ext4_image, must, output_within, wait_within};
+use integration_tests::{config_drive_iso, ext4_image, must, output_within, wait_within};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -145,28 +145,7 @@ fn wait_for_event(serve: &Serve, n: u32, events: usize, state: &str) {
 
 /// A config drive as Ironic takes it: a gzipped, base64-encoded ISO 9660 labelled config-2.
 fn config_drive(dir: &Path) -> (PathBuf, Vec<u8>) {
-    let tree = dir.join("cd/openstack/latest");
-    std::fs::create_dir_all(&tree).unwrap();
-    std::fs::write(
-        tree.join("meta_data.json"),
-        r#"{"uuid": "rack1-node2", "hostname": "node2"}"#,
-    )
-    .unwrap();
-    let iso = dir.join("cd.iso");
-    let root = dir.join("cd");
-    must(
-        "genisoimage",
-        &[
-            "-quiet",
-            "-o",
-            iso.to_str().unwrap(),
-            "-V",
-            "config-2",
-            "-r",
-            "-J",
-            root.to_str().unwrap(),
-        ],
-    );
+    let iso = config_drive_iso(dir, "cd.iso", r#"{"uuid": "rack1-node2", "hostname": "node2"}"#);
     let encoded = dir.join("cd.gz.b64");
     let script = format!("gzip -c {} | base64 -w0 > {}", iso.display(), encoded.display());
     must("sh", &["-c", &script]);
