@@ -111,7 +111,7 @@ pub async fn notify(address: &str, port: u16, timeout: Duration) -> anyhow::Resu
         .with_context(|| format!("connecting to {addr} timed out"))?
         .with_context(|| format!("cannot connect to {addr}; is the deploy ramdisk waiting?"))?;
     stream
-        .write_all(b"done")
+        .write_all(deploy_contract::done::MESSAGE)
         .await
         .with_context(|| format!("sending done to {addr}"))?;
     stream.shutdown().await.ok();

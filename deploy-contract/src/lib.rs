@@ -14,8 +14,10 @@
 //!   parameters as the conductor writes them and the ramdisk reads them.
 //! - [`callback`]: the JSON bodies of the ramdisk's callbacks to the API.
 //! - [`chap`]: CHAP credentials both ends derive from a deployment (`iscsi_chap=1`).
+//! - [`done`]: the `done` the conductor sends the ramdisk on TCP port 10000.
 
 pub mod callback;
 pub mod chap;
+pub mod done;
 pub mod hints;
 pub mod kernel;

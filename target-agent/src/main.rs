@@ -42,7 +42,7 @@ struct DeployArgs {
     #[arg(long, default_value = "0.0.0.0:3260")]
     listen: SocketAddr,
     /// Where the conductor sends `done`.
-    #[arg(long, default_value_t = 10000)]
+    #[arg(long, default_value_t = deploy_contract::done::PORT)]
     done_port: u16,
     /// Seconds to wait for each `done` (the conductor's own callback timeout).
     #[arg(long, default_value_t = 1800)]

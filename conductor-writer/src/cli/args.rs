@@ -299,7 +299,7 @@ pub(crate) enum Command {
     /// Tell a legacy deploy ramdisk we are done (sends "done" to port 10000).
     Notify {
         address: String,
-        #[arg(long, default_value_t = 10000)]
+        #[arg(long, default_value_t = deploy_contract::done::PORT)]
         port: u16,
     },
 }
@@ -418,7 +418,7 @@ pub(crate) struct DeployArgs {
     /// Do not send `done`.
     #[arg(long)]
     pub(crate) no_notify: bool,
-    #[arg(long, default_value_t = 10000)]
+    #[arg(long, default_value_t = deploy_contract::done::PORT)]
     pub(crate) notify_port: u16,
     /// The node's deployment id (its UUID)... With --deployment-key, log in
     /// with the CHAP credentials a ramdisk booted with `iscsi_chap=1`

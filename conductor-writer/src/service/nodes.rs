@@ -80,7 +80,7 @@ fn default_efi_mb() -> u64 {
     550
 }
 fn default_notify_port() -> u16 {
-    10000
+    deploy_contract::done::PORT
 }
 fn default_lun() -> u16 {
     1

@@ -88,7 +88,7 @@ impl Default for DeployOptions {
         DeployOptions {
             cmdline: "/proc/cmdline".into(),
             listen: SocketAddr::from(([0, 0, 0, 0], 3260)),
-            done_port: 10000,
+            done_port: deploy_contract::done::PORT,
             done_timeout: Duration::from_secs(1800),
             disk_timeout: Duration::from_secs(60),
             hardware: HardwareRoot::default(),
