@@ -50,12 +50,8 @@ impl Login {
     /// same deployment: we prove ourselves as the initiator and require the ramdisk's target to
     /// prove itself back.
     pub fn set_deployment_chap(&mut self, deployment_id: &str, deployment_key: &str) {
-        let derived = |role| {
-            let chap = for_deployment(deployment_id, deployment_key, role);
-            Some(Credentials::new(chap.name, chap.secret))
-        };
-        self.chap = derived(DeployRole::Initiator);
-        self.mutual = derived(DeployRole::Target);
+        self.chap = Some(for_deployment(deployment_id, deployment_key, DeployRole::Initiator));
+        self.mutual = Some(for_deployment(deployment_id, deployment_key, DeployRole::Target));
     }
 }
 

@@ -5,9 +5,9 @@
 //! deployment id is on the ramdisk's kernel line and in the conductor's records, and so is its
 //! random deployment key. Both programs must turn them into the same names and secrets, forever,
 //! which is why the rule is here. It is not RFC 7143: the CHAP exchange itself is `iscsi-proto`'s,
-//! and callers hand these values to its `Credentials`.
+//! and these are its [`Credentials`].
 
-use core::fmt;
+use iscsi_proto::login::Credentials;
 use sha2::{Digest as _, Sha256};
 
 /// Which side of a deploy a set of derived credentials authenticates.
@@ -19,20 +19,13 @@ pub enum DeployRole {
     Target,
 }
 
-/// A CHAP name and secret derived from a deployment. The secret never appears in `Debug` output.
-#[derive(Clone, PartialEq, Eq)]
-pub struct DeployChap {
-    pub name: String,
-    pub secret: String,
-}
-
 /// The credentials `role` uses in the deploy of `deployment_id`.
 ///
 /// The name is the deployment id (prefixed `ramdisk-` for the target); the secret is 32 hex
 /// digits of SHA-256 over a label, the role, the key and the id, so the two directions get
 /// different secrets and the key itself never crosses the wire.
 #[must_use]
-pub fn for_deployment(deployment_id: &str, deployment_key: &str, role: DeployRole) -> DeployChap {
+pub fn for_deployment(deployment_id: &str, deployment_key: &str, role: DeployRole) -> Credentials {
     let role_label: &[u8] = match role {
         DeployRole::Initiator => b"initiator",
         DeployRole::Target => b"target",
@@ -50,16 +43,7 @@ pub fn for_deployment(deployment_id: &str, deployment_key: &str, role: DeployRol
         DeployRole::Initiator => deployment_id.to_owned(),
         DeployRole::Target => format!("ramdisk-{deployment_id}"),
     };
-    DeployChap { name, secret }
-}
-
-impl fmt::Debug for DeployChap {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("DeployChap")
-            .field("name", &self.name)
-            .field("secret", &"<redacted>")
-            .finish()
-    }
+    Credentials::new(name, secret)
 }
 
 #[cfg(test)]
@@ -73,7 +57,7 @@ mod tests {
         assert_eq!(i.name, "node-1");
         assert_eq!(t.name, "ramdisk-node-1");
         assert_eq!(i.secret.len(), 32);
-        assert!(i.secret.bytes().all(|b| b.is_ascii_hexdigit()));
+        assert!(i.secret.iter().all(u8::is_ascii_hexdigit));
         assert_ne!(i.secret, t.secret);
         let other_key = for_deployment("node-1", "j".repeat(32).as_str(), DeployRole::Initiator);
         let other_id = for_deployment("node-2", "k".repeat(32).as_str(), DeployRole::Initiator);
@@ -82,13 +66,14 @@ mod tests {
         // Stable: both programs, and every version of them, must agree.
         assert_eq!(
             for_deployment("a", "b", DeployRole::Initiator).secret,
-            "4bada8570a19474c94eb4608b4737f8c"
+            b"4bada8570a19474c94eb4608b4737f8c"
         );
     }
 
     #[test]
     fn secret_is_not_printed() {
         let c = for_deployment("node-1", "key", DeployRole::Target);
-        assert!(!format!("{c:?}").contains(&c.secret));
+        let secret = String::from_utf8(c.secret.clone()).unwrap();
+        assert!(!format!("{c:?}").contains(&secret));
     }
 }

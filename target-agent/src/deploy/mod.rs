@@ -41,7 +41,7 @@ use deploy_contract::callback::{self, BootloaderInfo, DeployInfo};
 use deploy_contract::chap::{DeployRole, for_deployment};
 use deploy_contract::kernel::BootOption;
 use disks::HardwareRoot;
-use iscsi_proto::login::{Credentials, TargetAuth};
+use iscsi_proto::login::TargetAuth;
 use params::Params;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -403,13 +403,9 @@ fn target_options(iqn: &str, chap: Option<(&str, &str)>) -> TargetOptions {
     // The disk is the conductor's that logged in first, until done.
     options.exclusive = true;
     if let Some((id, key)) = chap {
-        let credentials = |role| {
-            let derived = for_deployment(id, key, role);
-            Some(Credentials::new(derived.name, derived.secret))
-        };
         options.auth = TargetAuth {
-            chap: credentials(DeployRole::Initiator),
-            mutual: credentials(DeployRole::Target),
+            chap: Some(for_deployment(id, key, DeployRole::Initiator)),
+            mutual: Some(for_deployment(id, key, DeployRole::Target)),
         };
     }
     options
